@@ -1,0 +1,2 @@
+//! Callback-chain benchmarks (filled in below).
+fn main() {}

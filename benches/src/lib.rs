@@ -1,0 +1,1 @@
+//! Benchmarks of twisted-deferred (see `benches/`).

@@ -1,0 +1,54 @@
+//! The conformance scenario runner: parses a scenario
+//! (`../shared/conformance/FORMAT.md`), runs it through the library's public
+//! API and prints the trace real Twisted prints for it.
+//!
+//! ```
+//! let trace = integration_tests::scenario::run_text("new x\ncb x add:1\ncallback x 1\n").unwrap();
+//! assert_eq!(trace, "x.1 cb <- 1 @sentinel\n= x result 2\n");
+//! ```
+
+pub mod ast;
+pub mod parse;
+pub mod run;
+pub mod values;
+
+pub use parse::{ParseError, parse};
+pub use run::{RunError, run};
+
+/// Why [`run_text`] produced no trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The text is not a well-formed scenario (exit code 2).
+    Parse(ParseError),
+    /// The scenario could not be run (exit code 3 when unsupported, 4 when
+    /// it turned out invalid).
+    Run(RunError),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Parse(e) => write!(f, "malformed scenario: {e}"),
+            Error::Run(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl Error {
+    /// The process exit code the `deferred-scenario` binary uses for it.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Parse(_) => 2,
+            Error::Run(RunError::Unsupported { .. }) => 3,
+            Error::Run(RunError::Invalid { .. }) => 4,
+        }
+    }
+}
+
+/// Parses and runs scenario text.
+pub fn run_text(text: &str) -> Result<String, Error> {
+    let scenario = parse(text).map_err(Error::Parse)?;
+    run(&scenario).map_err(Error::Run)
+}

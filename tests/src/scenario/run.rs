@@ -1,0 +1,436 @@
+//! Running a parsed scenario through the library's public API and printing
+//! its trace.
+//!
+//! Each op is the call a user would write (`Deferred::new`,
+//! `add_callback`, `cancel`, …) on `Deferred<AnyValue>`s; the runner keeps no
+//! model of Twisted of its own, only the bookkeeping the trace needs (body
+//! numbers, user pause counts, names).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::rc::{Rc, Weak};
+
+use twisted_deferred::{
+    AnyValue, Deferred, Failure, Outcome, State, capture_unhandled_errors, fail, succeed,
+};
+
+use super::ast::*;
+use super::values::{format_failure, format_value, literal, make_failure, matches};
+
+/// Why a scenario produced no trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunError {
+    /// The scenario uses an op (or effect) this runner does not support yet.
+    Unsupported {
+        /// The op's keyword.
+        op: &'static str,
+        /// Its source line.
+        line: usize,
+    },
+    /// The scenario turned out invalid while running (FORMAT.md, "Invalid
+    /// scenarios"), e.g. an effect naming an unbound Deferred or an unpause
+    /// below zero.
+    Invalid {
+        /// The top-level op's source line.
+        line: usize,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Unsupported { op, line } => {
+                write!(f, "line {line}: `{op}` is not supported by this runner yet")
+            }
+            RunError::Invalid { line, message } => {
+                write!(f, "line {line}: invalid scenario: {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+type D = Deferred<AnyValue>;
+
+/// The runner's state, shared (weakly) with the callbacks it installs.
+#[derive(Default)]
+struct Env {
+    out: RefCell<String>,
+    names: RefCell<HashMap<String, D>>,
+    order: RefCell<Vec<String>>,
+    bodies: RefCell<HashMap<String, u32>>,
+    pauses: RefCell<HashMap<usize, i64>>,
+    first_name: RefCell<HashMap<usize, String>>,
+    invalid: RefCell<Option<String>>,
+}
+
+impl Env {
+    fn line(&self, s: std::fmt::Arguments<'_>) {
+        let mut out = self.out.borrow_mut();
+        let _ = out.write_fmt(s);
+        out.push('\n');
+    }
+
+    fn bind(&self, name: &str, d: D) {
+        self.first_name
+            .borrow_mut()
+            .entry(d.id())
+            .or_insert_with(|| name.to_owned());
+        self.names.borrow_mut().insert(name.to_owned(), d);
+        self.order.borrow_mut().push(name.to_owned());
+    }
+
+    /// The Deferred bound to `name`, or a failure that stops the body (and
+    /// marks the scenario invalid) if there is none yet.
+    fn get(&self, name: &str) -> Result<D, Failure> {
+        if let Some(d) = self.names.borrow().get(name) {
+            return Ok(d.clone());
+        }
+        self.invalidate(format!("`{name}` is used before it is bound"));
+        Err(Failure::msg("unbound name"))
+    }
+
+    fn invalidate(&self, message: String) {
+        self.invalid.borrow_mut().get_or_insert(message);
+    }
+
+    fn next_body(&self, name: &str) -> u32 {
+        let mut bodies = self.bodies.borrow_mut();
+        let n = bodies.entry(name.to_owned()).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    fn add_pause(&self, d: &D, delta: i64) {
+        let mut pauses = self.pauses.borrow_mut();
+        let n = pauses.entry(d.id()).or_insert(0);
+        *n += delta;
+        if *n < 0 {
+            drop(pauses);
+            self.invalidate("unpause without a matching pause".into());
+        }
+    }
+
+    /// The logging context current now, as the trace names it.
+    fn context(&self) -> String {
+        "sentinel".into()
+    }
+}
+
+/// What a scenario needs that this runner lacks, if anything.
+fn unsupported(s: &Scenario) -> Option<RunError> {
+    let effect_ok = |e: &Effect| !matches!(e, Effect::Ctx);
+    let body_ok = |b: &Body| b.effects.iter().all(effect_ok);
+    for stmt in &s.stmts {
+        let line = stmt.line;
+        let bad = |op: &'static str| Some(RunError::Unsupported { op, line });
+        let ok = match &stmt.op {
+            Op::New { canceller, .. } => canceller.iter().flatten().all(effect_ok),
+            Op::Succeed(..)
+            | Op::Fail(..)
+            | Op::Callback(..)
+            | Op::Errback(..)
+            | Op::Cancel(_)
+            | Op::Pause(_)
+            | Op::Unpause(_)
+            | Op::Chain(..) => true,
+            Op::Cb(_, b) | Op::Eb(_, b) | Op::Both(_, b) => body_ok(b),
+            Op::Cbs(_, _, _, effects) => effects.iter().all(effect_ok),
+            other => return bad(other.keyword()),
+        };
+        if !ok {
+            return bad("ctx");
+        }
+    }
+    None
+}
+
+/// Runs a scenario and returns its trace.
+pub fn run(s: &Scenario) -> Result<String, RunError> {
+    if let Some(e) = unsupported(s) {
+        return Err(e);
+    }
+    let (result, unhandled) = capture_unhandled_errors(|| {
+        let env = Rc::new(Env::default());
+        let runner = Runner { env: env.clone() };
+        for stmt in &s.stmts {
+            runner.op(stmt);
+            if let Some(message) = env.invalid.borrow_mut().take() {
+                return Err(RunError::Invalid {
+                    line: stmt.line,
+                    message,
+                });
+            }
+        }
+        runner.final_state();
+        let trace = env.out.take();
+        // Drop every reference; Deferreds left holding an unhandled failure
+        // report it now.
+        drop(runner);
+        let names = std::mem::take(&mut *env.names.borrow_mut());
+        drop(names);
+        drop(env);
+        Ok(trace)
+    });
+    let mut trace = result?;
+    let mut lines: Vec<String> = unhandled
+        .iter()
+        .map(|f| format!("~ unhandled {}", format_failure(f)))
+        .collect();
+    lines.sort();
+    for l in lines {
+        trace.push_str(&l);
+        trace.push('\n');
+    }
+    Ok(trace)
+}
+
+struct Runner {
+    env: Rc<Env>,
+}
+
+impl Runner {
+    fn weak(&self) -> Weak<Env> {
+        Rc::downgrade(&self.env)
+    }
+
+    fn get(&self, name: &str) -> D {
+        // The parser checked that top-level names are bound.
+        match self.env.names.borrow().get(name) {
+            Some(d) => d.clone(),
+            None => D::new(),
+        }
+    }
+
+    fn raised(&self, line: usize, r: Result<(), Failure>) {
+        if let Err(f) = r {
+            self.env
+                .line(format_args!("! line {line}: {}", format_failure(&f)));
+        }
+    }
+
+    fn op(&self, stmt: &Stmt) {
+        let env = &self.env;
+        let line = stmt.line;
+        match &stmt.op {
+            Op::New { name, canceller } => {
+                let d = match canceller {
+                    None => D::new(),
+                    Some(effects) => {
+                        let weak = self.weak();
+                        let (name, effects) = (name.clone(), effects.clone());
+                        D::with_canceller(move |_d: &D| -> Result<(), Failure> {
+                            let Some(env) = weak.upgrade() else {
+                                return Ok(());
+                            };
+                            env.line(format_args!("{name} canceller @{}", env.context()));
+                            run_effects(&env, &effects)
+                        })
+                    }
+                };
+                env.bind(name, d);
+            }
+            Op::Succeed(name, v) => env.bind(name, succeed(literal(v))),
+            Op::Fail(name, e) => env.bind(name, fail(make_failure(e))),
+            Op::Callback(name, v) => self.raised(line, self.get(name).callback(literal(v))),
+            Op::Errback(name, e) => self.raised(line, self.get(name).errback(make_failure(e))),
+            Op::Cancel(name) => self.raised(line, self.get(name).cancel()),
+            Op::Pause(name) => {
+                let d = self.get(name);
+                env.add_pause(&d, 1);
+                d.pause();
+            }
+            Op::Unpause(name) => {
+                let d = self.get(name);
+                env.add_pause(&d, -1);
+                d.unpause();
+            }
+            Op::Cb(name, body) => add_logged(
+                &self.get(name),
+                name,
+                Rc::new(body.clone()),
+                Half::Callback,
+                self.weak(),
+            ),
+            Op::Eb(name, body) => add_logged(
+                &self.get(name),
+                name,
+                Rc::new(body.clone()),
+                Half::Errback,
+                self.weak(),
+            ),
+            Op::Both(name, body) => add_logged(
+                &self.get(name),
+                name,
+                Rc::new(body.clone()),
+                Half::Both,
+                self.weak(),
+            ),
+            Op::Cbs(name, cb, eb, effects) => {
+                let d = self.get(name);
+                let n = env.next_body(name);
+                let effects = Rc::new(effects.clone());
+                let (w1, w2) = (self.weak(), self.weak());
+                let (n1, n2) = (name.clone(), name.clone());
+                let (e1, e2) = (effects.clone(), effects);
+                let (cb, eb) = (cb.clone(), eb.clone());
+                d.add_callbacks(
+                    move |v: AnyValue| run_body(&w1, &n1, n, Ok(v), &cb, &e1),
+                    move |f: Failure| run_body(&w2, &n2, n, Err(f), &eb, &e2),
+                );
+            }
+            Op::Chain(a, b) => {
+                self.get(a).chain_deferred(&self.get(b));
+            }
+            // `unsupported` rejected everything else before the run.
+            _ => env.invalidate(format!("`{}` is not supported", stmt.op.keyword())),
+        }
+    }
+
+    fn final_state(&self) {
+        let env = &self.env;
+        let order = env.order.borrow().clone();
+        for name in order {
+            let d = self.get(&name);
+            let state = match d.result() {
+                State::Pending => "pending".to_owned(),
+                State::Waiting(w) => {
+                    let other = env.first_name.borrow().get(&w.id()).cloned();
+                    format!("waiting {}", other.as_deref().unwrap_or("?"))
+                }
+                State::Value(v) => format!("result {}", format_value(&v)),
+                State::Failure(f) => format!("result {}", format_failure(&f)),
+                State::InUse => "result <in use>".to_owned(),
+                State::OtherType(t) => format!("result <{t}>"),
+                _ => "result <unknown>".to_owned(),
+            };
+            let paused = env.pauses.borrow().get(&d.id()).copied().unwrap_or(0);
+            if paused > 0 {
+                env.line(format_args!("= {name} {state} paused {paused}"));
+            } else {
+                env.line(format_args!("= {name} {state}"));
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Half {
+    Callback,
+    Errback,
+    Both,
+}
+
+/// `cb` / `eb` / `both X BODY`: adds a body that logs its call.
+fn add_logged(d: &D, name: &str, body: Rc<Body>, half: Half, weak: Weak<Env>) {
+    let Some(env) = weak.upgrade() else { return };
+    let n = env.next_body(name);
+    let name = name.to_owned();
+    match half {
+        Half::Callback => {
+            d.add_callback(move |v: AnyValue| {
+                run_body(&weak, &name, n, Ok(v), &body.result, &body.effects)
+            });
+        }
+        Half::Errback => {
+            d.add_errback(move |f: Failure| {
+                run_body(&weak, &name, n, Err(f), &body.result, &body.effects)
+            });
+        }
+        Half::Both => {
+            d.add_both(move |r: Result<AnyValue, Failure>| {
+                run_body(&weak, &name, n, r, &body.result, &body.effects)
+            });
+        }
+    }
+}
+
+/// Runs one body: log the call, run the effects, compute the result.
+fn run_body(
+    weak: &Weak<Env>,
+    name: &str,
+    n: u32,
+    input: Result<AnyValue, Failure>,
+    result: &ResultTok,
+    effects: &[Effect],
+) -> Outcome<AnyValue> {
+    let Some(env) = weak.upgrade() else {
+        return Outcome::Failure(Failure::msg("scenario is over"));
+    };
+    match &input {
+        Ok(v) => env.line(format_args!(
+            "{name}.{n} cb <- {} @{}",
+            format_value(v),
+            env.context()
+        )),
+        Err(f) => env.line(format_args!(
+            "{name}.{n} eb <- {} @{}",
+            format_failure(f),
+            env.context()
+        )),
+    }
+    if let Err(f) = run_effects(&env, effects) {
+        return Outcome::Failure(f);
+    }
+    compute(&env, result, input)
+}
+
+/// The RESULT token applied to the body's input.
+fn compute(env: &Env, result: &ResultTok, input: Result<AnyValue, Failure>) -> Outcome<AnyValue> {
+    use super::values::{TypeError, Value};
+    match result {
+        ResultTok::Pass => input.into(),
+        ResultTok::Add(k) => match input.ok().as_ref().and_then(|v| v.downcast_ref::<Value>()) {
+            Some(Value::Int(i)) => match i.checked_add(*k) {
+                Some(sum) => Outcome::Value(AnyValue::new(Value::Int(sum))),
+                None => Outcome::Failure(Failure::msg("integer overflow")),
+            },
+            _ => Outcome::Failure(Failure::new(TypeError)),
+        },
+        ResultTok::Const(v) => Outcome::Value(literal(v)),
+        ResultTok::Raise(e) | ResultTok::Fail(e) => Outcome::Failure(make_failure(e)),
+        ResultTok::Return(y) => match env.get(y) {
+            Ok(d) => Outcome::Deferred(d),
+            Err(f) => Outcome::Failure(f),
+        },
+        ResultTok::Trap(kind, v) => match input {
+            Err(f) if matches(&f, *kind) => Outcome::Value(literal(v)),
+            other => other.into(),
+        },
+    }
+}
+
+/// Runs effects in order; the first that raises stops the rest.
+fn run_effects(env: &Rc<Env>, effects: &[Effect]) -> Result<(), Failure> {
+    for e in effects {
+        match e {
+            Effect::Callback(y, v) => env.get(y)?.callback(literal(v))?,
+            Effect::Errback(y, err) => env.get(y)?.errback(make_failure(err))?,
+            Effect::Cancel(y) => env.get(y)?.cancel()?,
+            Effect::Pause(y) => {
+                let d = env.get(y)?;
+                env.add_pause(&d, 1);
+                d.pause();
+            }
+            Effect::Unpause(y) => {
+                let d = env.get(y)?;
+                env.add_pause(&d, -1);
+                d.unpause();
+            }
+            Effect::Cb(y, result) => {
+                let d = env.get(y)?;
+                let body = Rc::new(Body {
+                    result: result.clone(),
+                    effects: Vec::new(),
+                });
+                add_logged(&d, y, body, Half::Callback, Rc::downgrade(env));
+            }
+            Effect::Ctx => env.line(format_args!("ctx {}", env.context())),
+        }
+    }
+    Ok(())
+}
