@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 
-use crate::chain::{self, Inner, Slot, Step};
+use crate::chain::{self, Inner, Slot};
 use crate::erased::ErasedValue;
 use crate::errors::ResultTypeError;
 use crate::failure::Failure;
@@ -123,12 +123,13 @@ impl<T> From<Deferred<T>> for Outcome<T> {
 }
 
 impl<T: 'static> Outcome<T> {
+    /// The result slot this outcome becomes (a Deferred means: chain to it).
     #[inline]
-    pub(crate) fn into_step(self) -> Step {
+    pub(crate) fn into_slot(self) -> Slot {
         match self {
-            Outcome::Value(v) => Step::Value(store(v)),
-            Outcome::Failure(f) => Step::Failure(f),
-            Outcome::Deferred(d) => Step::Deferred(d.inner),
+            Outcome::Value(v) => Slot::Value(store(v)),
+            Outcome::Failure(f) => Slot::Failure(f),
+            Outcome::Deferred(d) => Slot::Deferred(d.inner),
         }
     }
 }
@@ -281,11 +282,11 @@ impl<T: 'static> Deferred<T> {
         E: FnOnce(Failure) -> RE + 'static,
         RE: Into<Outcome<U>>,
     {
-        chain::add_call(&self.inner, move |cur: &Inner| match failure_of(cur) {
-            Some(f) => run_guarded(move || errback(f).into()),
-            None => match take_value::<T>(cur) {
+        chain::add_call(&self.inner, move |input: Slot| match input {
+            Slot::Failure(f) => run_guarded(move || errback(f).into()),
+            other => match value_as::<T>(other) {
                 Ok(v) => run_guarded(move || callback(v).into()),
-                Err(f) => Step::Failure(f),
+                Err(f) => Slot::Failure(f),
             },
         });
         self.cast()
@@ -306,14 +307,12 @@ impl<T: 'static> Deferred<T> {
         C: FnOnce(T) -> R + 'static,
         R: Into<Outcome<U>>,
     {
-        chain::add_call(&self.inner, move |cur: &Inner| {
-            if cur.holds_failure() {
-                return Step::Unchanged;
-            }
-            match take_value::<T>(cur) {
+        chain::add_call(&self.inner, move |input: Slot| match input {
+            Slot::Failure(f) => Slot::Failure(f),
+            other => match value_as::<T>(other) {
                 Ok(v) => run_guarded(move || callback(v).into()),
-                Err(f) => Step::Failure(f),
-            }
+                Err(f) => Slot::Failure(f),
+            },
         });
         self.cast()
     }
@@ -326,9 +325,9 @@ impl<T: 'static> Deferred<T> {
         E: FnOnce(Failure) -> R + 'static,
         R: Into<Outcome<T>>,
     {
-        chain::add_call(&self.inner, move |cur: &Inner| match failure_of(cur) {
-            Some(f) => run_guarded(move || errback(f).into()),
-            None => Step::Unchanged,
+        chain::add_call(&self.inner, move |input: Slot| match input {
+            Slot::Failure(f) => run_guarded(move || errback(f).into()),
+            other => other,
         });
         self.clone()
     }
@@ -348,12 +347,12 @@ impl<T: 'static> Deferred<T> {
         F: FnOnce(Result<T, Failure>) -> R + 'static,
         R: Into<Outcome<U>>,
     {
-        chain::add_call(&self.inner, move |cur: &Inner| {
-            let input = match failure_of(cur) {
-                Some(failure) => Err(failure),
-                None => match take_value::<T>(cur) {
+        chain::add_call(&self.inner, move |input: Slot| {
+            let input = match input {
+                Slot::Failure(failure) => Err(failure),
+                other => match value_as::<T>(other) {
                     Ok(v) => Ok(v),
-                    Err(failure) => return Step::Failure(failure),
+                    Err(failure) => return Slot::Failure(failure),
                 },
             };
             run_guarded(move || f(input).into())
@@ -378,13 +377,12 @@ impl<T: 'static> Deferred<T> {
     /// assert_eq!(b.result().value(), Some(5));
     /// ```
     pub fn chain_deferred(&self, other: &Deferred<T>) -> Deferred<()> {
-        other.inner.set_chained_to(self.inner.clone());
+        other.inner.set_chained_to(&self.inner);
         let target = other.inner.clone();
-        chain::add_call(&self.inner, move |cur: &Inner| {
-            let result = lend_result(cur);
-            match chain::fire(&target, result) {
-                Ok(()) => Step::Value(ErasedValue::new_shareable(())),
-                Err(f) => Step::Failure(f),
+        chain::add_call(&self.inner, move |input: Slot| {
+            match chain::fire(&target, input) {
+                Ok(()) => Slot::none(),
+                Err(f) => Slot::Failure(f),
             }
         });
         self.cast()
@@ -552,16 +550,6 @@ pub(crate) fn store<T: 'static>(value: T) -> ErasedValue {
     }
 }
 
-/// The current failure, if the result is one (shared, not moved: failures
-/// are reference counted).
-#[inline]
-fn failure_of(cur: &Inner) -> Option<Failure> {
-    match &*cur.slot.borrow() {
-        Slot::Failure(f) => Some(f.clone()),
-        _ => None,
-    }
-}
-
 fn type_error<T>(found: &'static str) -> Failure {
     Failure::new(ResultTypeError {
         expected: std::any::type_name::<T>(),
@@ -579,77 +567,30 @@ fn slot_type_name(slot: &Slot) -> &'static str {
     }
 }
 
-/// Takes the current (non-failure) result as a `T` for a callback: moved out
-/// for typed callbacks (the Deferred holds [`Slot::Lent`] meanwhile), cloned
-/// for [`AnyValue`] ones so the Deferred keeps it, as Python does.
-#[inline]
-pub(crate) fn take_value<T: 'static>(cur: &Inner) -> Result<T, Failure> {
+/// A (non-failure) result as the `T` a typed callback takes. A value of
+/// another type becomes a [`ResultTypeError`] failure.
+#[inline(always)]
+pub(crate) fn value_as<T: 'static>(input: Slot) -> Result<T, Failure> {
+    let v = match input {
+        Slot::Value(v) => v,
+        Slot::Deferred(d) => {
+            let any = AnyValue::new(Deferred::<AnyValue>::from_inner(d));
+            return crate::cast::<AnyValue, T>(any).map_err(|_| type_error::<T>("a Deferred"));
+        }
+        other => return Err(type_error::<T>(slot_type_name(&other))),
+    };
     if TypeId::of::<T>() == TypeId::of::<AnyValue>() {
-        let any = take_any(cur)?;
-        return crate::cast::<AnyValue, T>(any).map_err(|a| type_error::<T>(a.type_name()));
+        return crate::cast::<AnyValue, T>(AnyValue::from_erased(v))
+            .map_err(|a| type_error::<T>(a.type_name()));
     }
-    match cur.slot.replace(Slot::Lent) {
-        Slot::Value(v) => match v.downcast::<T>() {
-            Ok(t) => Ok(t),
-            Err(v) => match v.downcast::<SharedValue>() {
-                Ok(shared) => match AnyValue::from_erased(ErasedValue::new_shareable(shared))
-                    .downcast::<T>()
-                {
-                    Ok(t) => Ok(t),
-                    Err(any) => {
-                        let found = any.type_name();
-                        cur.set_slot(Slot::Value(any.into_erased()));
-                        Err(type_error::<T>(found))
-                    }
-                },
-                Err(v) => {
-                    let found = v.type_name();
-                    cur.set_slot(Slot::Value(v));
-                    Err(type_error::<T>(found))
-                }
-            },
+    match v.downcast::<T>() {
+        Ok(t) => Ok(t),
+        Err(v) => match v.downcast::<SharedValue>() {
+            Ok(shared) => AnyValue::from_erased(ErasedValue::new_shareable(shared))
+                .downcast::<T>()
+                .map_err(|any| type_error::<T>(any.type_name())),
+            Err(v) => Err(type_error::<T>(v.type_name())),
         },
-        other => {
-            let found = slot_type_name(&other);
-            cur.set_slot(other);
-            Err(type_error::<T>(found))
-        }
-    }
-}
-
-/// The current (non-failure) result as an [`AnyValue`], leaving a clone in
-/// place when the value can be cloned.
-fn take_any(cur: &Inner) -> Result<AnyValue, Failure> {
-    let cloned = match &*cur.slot.borrow() {
-        Slot::Value(v) => v.try_clone().map(AnyValue::from_erased),
-        Slot::Deferred(d) => Some(AnyValue::new(Deferred::<AnyValue>::from_inner(d.clone()))),
-        _ => None,
-    };
-    if let Some(any) = cloned {
-        return Ok(any);
-    }
-    match cur.slot.replace(Slot::Lent) {
-        Slot::Value(v) => Ok(AnyValue::from_erased(v)),
-        other => {
-            let found = slot_type_name(&other);
-            cur.set_slot(other);
-            Err(type_error::<AnyValue>(found))
-        }
-    }
-}
-
-/// The current result as a [`Slot`] to hand to another Deferred, leaving a
-/// copy behind when one can be made cheaply.
-pub(crate) fn lend_result(cur: &Inner) -> Slot {
-    let copy = match &*cur.slot.borrow() {
-        Slot::Value(v) => v.try_clone().map(Slot::Value),
-        Slot::Failure(f) => Some(Slot::Failure(f.clone())),
-        Slot::Deferred(d) => Some(Slot::Deferred(d.clone())),
-        _ => None,
-    };
-    match copy {
-        Some(copy) => copy,
-        None => cur.slot.replace(Slot::Lent),
     }
 }
 
@@ -678,9 +619,9 @@ fn peek_value<T: Clone + 'static>(v: &ErasedValue) -> State<T> {
 
 /// Runs user code, turning a panic into a failure.
 #[inline]
-pub(crate) fn run_guarded<U: 'static>(f: impl FnOnce() -> Outcome<U>) -> Step {
+pub(crate) fn run_guarded<U: 'static>(f: impl FnOnce() -> Outcome<U>) -> Slot {
     match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(outcome) => outcome.into_step(),
-        Err(panic) => Step::Failure(Failure::from_panic(panic)),
+        Ok(outcome) => outcome.into_slot(),
+        Err(panic) => Slot::Failure(Failure::from_panic(panic)),
     }
 }

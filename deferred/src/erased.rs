@@ -249,25 +249,25 @@ impl Drop for ErasedValue {
 
 /// Operations of a [`SmallFnOnce`].
 struct FnVTable<A: 'static, R: 'static> {
-    call: for<'a> unsafe fn(Storage, &'a A) -> R,
+    call: unsafe fn(Storage, A) -> R,
     drop: unsafe fn(&mut Storage),
 }
 
-unsafe fn call_fn<F: FnOnce(&A) -> R, A, R>(storage: Storage, arg: &A) -> R {
+unsafe fn call_fn<F: FnOnce(A) -> R, A, R>(storage: Storage, arg: A) -> R {
     // SAFETY: only installed in the vtable of a `SmallFnOnce` holding an `F`.
     let f = unsafe { storage.take::<F>() };
     f(arg)
 }
 
 struct FnTable<F, A, R>(PhantomData<(F, A, R)>);
-impl<F: FnOnce(&A) -> R, A: 'static, R: 'static> FnTable<F, A, R> {
+impl<F: FnOnce(A) -> R, A: 'static, R: 'static> FnTable<F, A, R> {
     const VTABLE: &'static FnVTable<A, R> = &FnVTable {
         call: call_fn::<F, A, R>,
         drop: drop_value::<F>,
     };
 }
 
-/// A `Box<dyn FnOnce(&A) -> R>` that needs no allocation when the closure's
+/// A `Box<dyn FnOnce(A) -> R>` that needs no allocation when the closure's
 /// captures fit in three words.
 pub(crate) struct SmallFnOnce<A: 'static, R: 'static> {
     vtable: &'static FnVTable<A, R>,
@@ -277,7 +277,7 @@ pub(crate) struct SmallFnOnce<A: 'static, R: 'static> {
 impl<A: 'static, R: 'static> SmallFnOnce<A, R> {
     /// Erases `f`.
     #[inline]
-    pub(crate) fn new<F: FnOnce(&A) -> R + 'static>(f: F) -> Self {
+    pub(crate) fn new<F: FnOnce(A) -> R + 'static>(f: F) -> Self {
         SmallFnOnce {
             vtable: FnTable::<F, A, R>::VTABLE,
             data: Storage::new(f),
@@ -286,7 +286,7 @@ impl<A: 'static, R: 'static> SmallFnOnce<A, R> {
 
     /// Calls the closure, consuming it.
     #[inline]
-    pub(crate) fn call(self, arg: &A) -> R {
+    pub(crate) fn call(self, arg: A) -> R {
         let this = ManuallyDrop::new(self);
         // SAFETY: the vtable belongs to the stored closure, which is moved
         // out exactly once (`this` is never dropped).
@@ -403,25 +403,25 @@ mod tests {
             drops: drops.clone(),
             payload: [4; 8],
         };
-        let f = SmallFnOnce::new(move |x: &u32| {
+        let f = SmallFnOnce::new(move |x: u32| {
             let t = t;
             x + u32::from(t.payload[0])
         });
-        assert_eq!(f.call(&1), 5);
+        assert_eq!(f.call(1), 5);
         assert_eq!(drops.get(), 1);
 
         let t = Tracked::<64> {
             drops: drops.clone(),
             payload: [9; 64],
         };
-        let f = SmallFnOnce::new(move |x: &u32| {
+        let f = SmallFnOnce::new(move |x: u32| {
             let t = t;
             x + u32::from(t.payload[63])
         });
         drop(f);
         assert_eq!(drops.get(), 2);
 
-        let f = SmallFnOnce::new(|s: &String| s.len());
-        assert_eq!(f.call(&"abc".into()), 3);
+        let f = SmallFnOnce::new(|s: String| s.len());
+        assert_eq!(f.call("abc".into()), 3);
     }
 }

@@ -97,8 +97,15 @@ def main(argv: list[str] | None = None) -> int:
 
     work = args.keep or tempfile.mkdtemp(prefix="differential-")
     try:
-        paths = gen_scenarios.generate_files(seed, args.count, features, work)
+        generated = gen_scenarios.generate_files(seed, args.count, features, work)
+        paths = [g.path for g in generated]
         run_twisted_batch(paths, work, max(1, args.jobs))
+        for g in generated:
+            # The generator validated each scenario in one long-lived process;
+            # batch mode must have found the very same trace.
+            with open(g.path[: -len(".scenario")] + ".expected", encoding="utf-8") as f:
+                if f.read() != g.trace:
+                    raise SystemExit(f"twisted_driver is not deterministic on {g.path}")
         runner = shlex.split(args.runner)
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             results = list(pool.map(lambda p: run_runner(runner, p, args.timeout), paths))

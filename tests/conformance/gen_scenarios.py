@@ -6,8 +6,9 @@ Usage::
     gen_scenarios.py --seed S --count N --out DIR \\
         --features core[,async,combinators,clock,logcontext] [--prefix NAME]
 
-Writes ``DIR/PREFIX_0001.scenario`` ... (PREFIX defaults to ``gen_`` plus the
-features joined by ``_``).  Every file starts with
+Writes ``DIR/PREFIX_0001.scenario`` ... (PREFIX defaults to ``gen_core`` for
+``core`` alone, else ``gen_`` plus the non-core features joined by ``_``,
+e.g. ``gen_async`` or ``gen_async_clock``).  Every file starts with
 ``# generated: seed=S index=I features=F``.
 
 Scenario ``I`` of seed ``S`` is a pure function of ``(S, I, features)``: its
@@ -62,6 +63,14 @@ class DInfo:
     canceller: bool = False
     pauses: int = 0  # top-level pauses minus unpauses
     plain: bool = True  # created by new/succeed/fail
+    # Calling back a gatherResults Deferred by hand feeds the value to
+    # Twisted's private result-parsing callback (ValueError, TypeError...):
+    # never do that.
+    value_ok: bool = True
+    # Deferreds that this one's bodies, canceller or chainDeferred fire once
+    # it runs (a rough guess, used to avoid piling up AlreadyCalledErrors).
+    fires_on_run: list[str] = field(default_factory=list)
+    fires_on_cancel: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -81,6 +90,20 @@ class State:
 
     def names(self) -> list[str]:
         return [d.name for d in self.deferreds]
+
+    def mark_fired(self, name: str, cancelled: bool = False) -> None:
+        """Believe ``name`` fired now, and so whatever its run fires."""
+        todo, seen = [(name, cancelled)], set()
+        while todo:
+            n, by_cancel = todo.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            d = self.info(n)
+            if by_cancel and not d.fired:
+                todo += [(m, False) for m in d.fires_on_cancel]
+            d.fired = True
+            todo += [(m, False) for m in d.fires_on_run]
 
     def info(self, name: str) -> DInfo:
         for d in self.deferreds:
@@ -134,15 +157,17 @@ class Generator:
     def time(self) -> str:
         return self.rng.choice(TIMES)
 
-    def target(self, owner: Optional[str] = None, prefer_unfired: bool = False) -> str:
-        names = self.st.names()
-        if owner is not None and self.chance(0.3):
+    def target(self, owner: Optional[str] = None, prefer_unfired: bool = False,
+               for_value: bool = False) -> str:
+        """A Deferred name; ``for_value``: one that may be called back by hand."""
+        candidates = [d for d in self.st.deferreds if d.value_ok or not for_value]
+        if owner is not None and self.chance(0.3) and any(d.name == owner for d in candidates):
             return owner
         if prefer_unfired:
-            unfired = [d.name for d in self.st.deferreds if not d.fired]
-            if unfired and self.chance(0.8):
+            unfired = [d.name for d in candidates if not d.fired]
+            if unfired and self.chance(0.9):
                 return self.rng.choice(unfired)
-        return self.rng.choice(names)
+        return self.rng.choice([d.name for d in candidates])
 
     def result(self, owner: Optional[str] = None, errback: bool = False) -> str:
         r = self.rng.random()
@@ -174,14 +199,14 @@ class Generator:
             return ["ctx"]
         r = self.rng.random()
         if r < 0.28:
-            return [f"callback:{self.target(owner, prefer_unfired=True)}:{self.value()}"]
+            return [f"callback:{self.target(owner, prefer_unfired=True, for_value=True)}:{self.value()}"]
         if r < 0.40:
             return [f"errback:{self.target(owner, prefer_unfired=True)}:{self.raisable()}"]
         if r < 0.55:
             return [f"cancel:{self.target(owner)}"]
         if r < 0.70:
             y = self.target(owner)
-            return [f"pause:{y}", f"unpause:{y}"] if self.chance(0.5) else [f"pause:{y}"]
+            return [f"pause:{y}", f"unpause:{y}"] if self.chance(0.65) else [f"pause:{y}"]
         if r < 0.75:
             paused = [d.name for d in self.st.deferreds if d.pauses > 0]
             if paused:
@@ -225,6 +250,8 @@ class Generator:
             st.deferreds.pop()
             self.emit(f"new {name} canceller={','.join(effs)}")
             info.canceller = True
+            info.fires_on_cancel = [e.split(":")[1] for e in effs
+                                    if e.split(":")[0] in ("callback", "errback", "cancel")]
         elif r < 0.94:
             self.emit(f"succeed {name} {self.value()}")
             info.fired = True
@@ -235,17 +262,18 @@ class Generator:
         return name
 
     def op_fire(self) -> None:
-        x = self.target(prefer_unfired=True)
         if self.chance(0.7):
+            x = self.target(prefer_unfired=True, for_value=True)
             self.emit(f"callback {x} {self.value()}")
         else:
+            x = self.target(prefer_unfired=True)
             self.emit(f"errback {x} {self.raisable()}")
-        self.st.info(x).fired = True
+        self.st.mark_fired(x)
 
     def op_cancel(self) -> None:
         x = self.target(prefer_unfired=True)
         self.emit(f"cancel {x}")
-        self.st.info(x).fired = True
+        self.st.mark_fired(x, cancelled=True)
 
     def op_pause(self) -> None:
         x = self.target()
@@ -269,12 +297,20 @@ class Generator:
             line = f"{kind} {x} {self.result(x, errback=kind != 'cb')}"
         effs = self.effects(x)
         self.emit(" ".join([line] + effs))
+        fired = [e.split(":")[1] for e in effs if e.split(":")[0] in ("callback", "errback", "cancel")]
+        self.st.info(x).fires_on_run += fired
+        if self.st.info(x).fired:
+            for y in fired:  # the body probably runs at once
+                self.st.mark_fired(y)
 
     def op_chain(self) -> None:
-        names = self.st.names()
-        x = self.rng.choice(names)
-        others = [n for n in names if n != x] or names
-        self.emit(f"chain {x} {self.rng.choice(others)}")
+        x = self.target()
+        y = self.target(for_value=True)  # chainDeferred calls y.callback
+        if x != y or self.chance(0.1):
+            self.emit(f"chain {x} {y}")
+            self.st.info(x).fires_on_run.append(y)
+            if self.st.info(x).fired:
+                self.st.mark_fired(y)
 
     def op_wait_chain(self) -> None:
         """Macro: X returns Y (returns Z), then fire the links in some order."""
@@ -286,9 +322,9 @@ class Generator:
         order = link[:]
         self.rng.shuffle(order)
         for n in order[: self.rng.randint(1, len(order))]:
-            if not self.st.info(n).fired:
+            if not self.st.info(n).fired and self.st.info(n).value_ok:
                 self.emit(f"callback {n} {self.value()}")
-                self.st.info(n).fired = True
+                self.st.mark_fired(n)
 
     def op_cancel_forward(self) -> None:
         """Macro: an outer Deferred waits on one with a canceller; cancel the outer."""
@@ -297,19 +333,19 @@ class Generator:
         if outer == inner:
             return
         self.emit(f"cb {outer} return:{inner}")
-        if not self.st.info(outer).fired:
+        if not self.st.info(outer).fired and self.st.info(outer).value_ok:
             self.emit(f"callback {outer} {self.value()}")
-            self.st.info(outer).fired = True
+            self.st.mark_fired(outer)
         self.emit(f"cancel {outer}")
 
     def op_late_fire(self) -> None:
         """Macro: cancel, then fire once (maybe swallowed) and maybe again."""
-        x = self.target(prefer_unfired=True)
+        x = self.target(prefer_unfired=True, for_value=True)
         self.emit(f"cancel {x}")
         self.emit(f"callback {x} {self.value()}" if self.chance(0.6) else f"errback {x} {self.raisable()}")
         if self.chance(0.4):
             self.emit(f"callback {x} {self.value()}")
-        self.st.info(x).fired = True
+        self.st.mark_fired(x, cancelled=True)
 
     # -- async ----------------------------------------------------------------------
 
@@ -378,7 +414,7 @@ class Generator:
             g = st.fresh("g")
             flags = ["consume"] if self.chance(0.4) else []
             self.emit(" ".join(["gather", g] + flags + self.members()))
-            st.deferreds.append(DInfo(g, plain=False, canceller=True))
+            st.deferreds.append(DInfo(g, plain=False, canceller=True, value_ok=False))
         elif kind == "dlist":
             n = st.fresh("l")
             flags = [f for f in ("foc", "foe", "consume") if self.chance(0.35)]
@@ -468,9 +504,9 @@ class Generator:
         elif kind == "current":
             self.emit("current")
         elif kind == "yieldable":
-            y = st.fresh("y")
-            self.emit(f"yieldable {y} {self.target(prefer_unfired=True)}")
-            st.deferreds.append(DInfo(y, plain=False))
+            y, x = st.fresh("y"), self.target(prefer_unfired=True)
+            self.emit(f"yieldable {y} {x}")
+            st.deferreds.append(DInfo(y, plain=False, value_ok=st.info(x).value_ok))
         else:
             self.op_start(kind)
 
@@ -485,17 +521,18 @@ class Generator:
         ops: list[tuple[float, Callable[[], None]]] = []
         while len(st.lines) < n_ops:
             n_plain = sum(1 for d in st.deferreds if d.plain)
+            unfired = any(not d.fired for d in st.deferreds)
             ops = [
                 (4.0 if n_plain < target_deferreds else 0.0, lambda: self.add_plain()),
-                (5.0, self.op_fire),
-                (2.0, self.op_cancel),
+                (5.0 if unfired else 0.4, self.op_fire),
+                (2.0 if unfired else 0.4, self.op_cancel),
                 (1.2, self.op_pause),
                 (1.5 if any(d.pauses > 0 for d in st.deferreds) else 0.0, self.op_unpause),
                 (9.0, self.op_body),
                 (1.0, self.op_chain),
                 (1.2, self.op_wait_chain),
                 (0.8, self.op_cancel_forward),
-                (0.6, self.op_late_fire),
+                (0.4 if unfired else 0.1, self.op_late_fire),
             ]
             if "async" in self.features:
                 ops.append((3.0, self.op_start))
@@ -513,7 +550,7 @@ class Generator:
                 if d.plain and not d.fired and rng.random() < 0.6:
                     self.emit(f"callback {d.name} {self.value()}" if rng.random() < 0.75
                               else f"errback {d.name} {self.raisable()}")
-                    d.fired = True
+                    st.mark_fired(d.name)
         if "clock" in self.features and st.timers and rng.random() < 0.7:
             self.op_advance()
         if "logcontext" in self.features and st.open_contexts and rng.random() < 0.5:
@@ -534,6 +571,7 @@ class Generated:
     text: str
     trace: str
     attempts: int
+    path: str = ""
 
 
 def generate_one(seed: str, index: int, features: tuple[str, ...]) -> Generated:
@@ -551,31 +589,33 @@ def generate_one(seed: str, index: int, features: tuple[str, ...]) -> Generated:
 
 
 def default_prefix(features: tuple[str, ...]) -> str:
-    return "gen_" + "_".join(features)
+    """``gen_core`` for core alone, else ``gen_`` + the other features."""
+    extra = [f for f in features if f != "core"]
+    return "gen_" + ("_".join(extra) if extra else "core")
 
 
 def generate_files(seed: str, count: int, features: tuple[str, ...], out_dir: str,
                    prefix: Optional[str] = None, with_expected: bool = False,
-                   start: int = 1) -> list[str]:
-    """Write scenarios ``start .. start+count-1``; return their paths."""
+                   start: int = 1) -> list[Generated]:
+    """Write scenarios ``start .. start+count-1``; return them (with their traces)."""
     os.makedirs(out_dir, exist_ok=True)
     prefix = prefix or default_prefix(features)
-    paths = []
+    generated = []
     rejected = 0
     for index in range(start, start + count):
         g = generate_one(seed, index, features)
         rejected += g.attempts - 1
-        path = os.path.join(out_dir, f"{prefix}_{index:04d}.scenario")
+        path = g.path = os.path.join(out_dir, f"{prefix}_{index:04d}.scenario")
         with open(path, "w", encoding="utf-8", newline="\n") as f:
             f.write(g.text)
         if with_expected:
             with open(path[: -len(".scenario")] + ".expected", "w", encoding="utf-8",
                       newline="\n") as f:
                 f.write(g.trace)
-        paths.append(path)
+        generated.append(g)
     print(f"generated {count} scenarios in {out_dir} ({rejected} invalid candidates discarded)",
           file=sys.stderr)
-    return paths
+    return generated
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -585,7 +625,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", required=True, metavar="DIR")
     parser.add_argument("--features", default="core",
                         help="comma-separated subset of: " + ",".join(FEATURES))
-    parser.add_argument("--prefix", help="file name prefix (default gen_FEATURES)")
+    parser.add_argument("--prefix", help="file name prefix (default gen_core / gen_FEATURES)")
     parser.add_argument("--start", type=int, default=1, help="first index (default 1)")
     parser.add_argument("--expected", action="store_true",
                         help="also write NAME.expected (the trace found while validating)")

@@ -84,6 +84,10 @@ EXIT_INVALID = 4
 
 # CPU seconds a single scenario may use before it is declared an endless loop.
 DEFAULT_BUDGET = 1.0
+# Unbounded recursion (e.g. a canceller that cancels its own Deferred) ends in
+# a RecursionError whose exact depth depends on the interpreter's stack: such
+# a scenario loops forever in principle and has no well-defined trace.
+UNBOUNDED_RECURSION = "unbounded recursion (RecursionError)"
 
 
 # ---------------------------------------------------------------------------
@@ -525,14 +529,19 @@ class _Observers:
         self.run: Optional[Run] = None
         self.capture_unhandled = False
         self.unhandled: list[str] = []
-        self._expect_failure = False
+        # Twisted reports an unhandled error as two events: the message, then
+        # the failure (format "" or "(debug: ...)").  A garbage collection
+        # triggered while logging may nest another pair in between.
+        self._announced = 0
 
     def twisted_event(self, event: dict) -> None:
-        if event.get("log_format") == "Unhandled error in Deferred:":
-            self._expect_failure = True
+        fmt_string = event.get("log_format") or ""
+        if fmt_string == "Unhandled error in Deferred:":
+            self._announced += 1
             return
-        if self._expect_failure and "log_failure" in event:
-            self._expect_failure = False
+        if (self._announced and "log_failure" in event
+                and (fmt_string == "" or fmt_string.startswith("(debug:"))):
+            self._announced -= 1
             if self.capture_unhandled:
                 self.unhandled.append("~ unhandled " + fmt(event["log_failure"]))
 
@@ -598,6 +607,8 @@ class Run:
         self.first_name: dict[int, str] = {}
         self.body_numbers: dict[str, int] = {}
         self.user_pauses: dict[int, int] = {}
+        # id(Deferred) -> number of coroutine frames suspended awaiting it.
+        self.awaiting: dict[int, int] = {}
         self.contexts: dict[str, LoggingContext] = {}
         self.clock = task.Clock()
         self.synapse_clock = SynapseClock(self.clock, SERVER_NAME)  # type: ignore[arg-type]
@@ -640,6 +651,13 @@ class Run:
 
     def pause(self, name: str) -> None:
         d = self.deferred(name)
+        if running_callbacks(d) and self.awaiting.get(id(d)):
+            # FORMAT.md: pausing a Deferred during its run while a coroutine
+            # that awaits it is resumed later in that run is invalid (Twisted
+            # resumes the coroutine, which finds it paused: an endless loop,
+            # or an internal AssertionError when the result is a failure).
+            raise self.mark_invalid(f"{name!r} paused while running its callbacks, "
+                                    f"with a coroutine awaiting it")
         self.user_pauses[id(d)] = self.user_pauses.get(id(d), 0) + 1
         d.pause()
 
@@ -705,17 +723,25 @@ class Run:
         def body(value: Any) -> Any:
             shown = kind if kind != "both" else ("eb" if isinstance(value, Failure) else "cb")
             self.emit(f"{name}.{n} {shown} <- {fmt(value)} @{ctx_name()}")
-            for eff in effects:
-                self.run_effect(eff)
-            return self.compute(result, value)
+            try:
+                for eff in effects:
+                    self.run_effect(eff)
+                return self.compute(result, value)
+            except RecursionError:
+                self.invalid = self.invalid or UNBOUNDED_RECURSION
+                raise
 
         return body
 
     def canceller(self, name: str, effects: tuple[Effect, ...]) -> Callable:
         def cancel(d: Deferred) -> None:
             self.emit(f"{name} canceller @{ctx_name()}")
-            for eff in effects:
-                self.run_effect(eff)
+            try:
+                for eff in effects:
+                    self.run_effect(eff)
+            except RecursionError:
+                self.invalid = self.invalid or UNBOUNDED_RECURSION
+                raise
 
         return cancel
 
@@ -725,6 +751,9 @@ class Run:
         """Run one instance (or nested call) of a coroutine definition."""
         try:
             value = await self._frame_body(coro, label)
+        except RecursionError:
+            self.invalid = self.invalid or UNBOUNDED_RECURSION
+            raise
         except Exception as e:
             self.emit(f"{label}: raised {fmt_exc(e)}")
             raise
@@ -737,6 +766,12 @@ class Run:
             kind = line.kind
             if kind == "await":
                 d = self.deferred(line.target)
+                if d.called and d.paused and running_callbacks(d):
+                    # The same FORMAT.md rule, the other way round: awaiting a
+                    # Deferred that was paused during the run in progress.
+                    raise self.mark_invalid(f"await of {line.target!r}, paused while "
+                                            f"running its callbacks")
+                self.awaiting[id(d)] = self.awaiting.get(id(d), 0) + 1
                 try:
                     value = await d
                 except Exception as e:
@@ -749,6 +784,8 @@ class Run:
                 else:
                     self.emit(f"{label}: await {line.target} -> {fmt(value)}")
                     last = value
+                finally:
+                    self.awaiting[id(d)] -= 1
             elif kind == "call":
                 callee = self.lookup(line.target, "c")
                 value = await self.frame(callee, f"{label}>{line.target}")
@@ -779,7 +816,9 @@ class Run:
             except (InvalidScenario, _BudgetExceeded):
                 pass
             except Exception as e:
-                if isinstance(e, AssertionError) and "Expected `call_later` callback" in str(e):
+                if isinstance(e, RecursionError):
+                    self.mark_invalid(UNBOUNDED_RECURSION)
+                elif isinstance(e, AssertionError) and "Expected `call_later` callback" in str(e):
                     self.mark_invalid("a timeout timer came due outside the sentinel context")
                 elif self.invalid is None:
                     self.emit(f"! line {op.line}: {fmt_exc(e)}")
@@ -888,8 +927,12 @@ class Run:
 
     def op_call_later(self, seconds: float, effects: tuple[Effect, ...]) -> None:
         def timer() -> None:
-            for eff in effects:
-                self.run_effect(eff)
+            try:
+                for eff in effects:
+                    self.run_effect(eff)
+            except RecursionError:
+                self.invalid = self.invalid or UNBOUNDED_RECURSION
+                raise
 
         self.clock.callLater(seconds, timer)
 
@@ -950,6 +993,15 @@ class Run:
         self.scenario = None  # type: ignore[assignment]
 
 
+def running_callbacks(d: Deferred) -> bool:
+    """Whether ``d`` is in the middle of running one of its callbacks.
+
+    Read from Twisted's private flag: it is only used to reject invalid
+    scenarios, never to compute a trace.
+    """
+    return bool(getattr(d, "_runningCallbacks", False))
+
+
 def error_type(name: str) -> type:
     if name in USER_ERRORS:
         return USER_ERRORS[name]
@@ -1003,6 +1055,7 @@ def run_scenario(scenario: Scenario, budget: float = DEFAULT_BUDGET) -> Outcome:
     _reset_globals()
     _collect_garbage()
     OBSERVERS.unhandled = []
+    OBSERVERS._announced = 0
     OBSERVERS.capture_unhandled = True
     run = Run(scenario)
     OBSERVERS.run = run
