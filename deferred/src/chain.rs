@@ -26,12 +26,12 @@ use crate::unhandled;
 /// How deeply runs of callbacks may nest (a callback firing a Deferred whose
 /// callback fires another, …) before `callback()`/`errback()` refuse with
 /// [`RecursionError`](crate::RecursionError). Python stops at its recursion
-/// limit; Rust would overflow its stack instead, so the limit keeps a
-/// default 2 MiB thread safe even in unoptimised builds (a level costs about
-/// 2.5 KiB of stack there, 0.8 KiB optimised, plus the callbacks' own frames);
-/// 300 is also about where Python's recursion limit stops `chainDeferred`. Chaining by
+/// limit (a `chainDeferred` chain fails after about 330 links); Rust would
+/// overflow its stack instead. A level costs about 3.5 KiB of stack in an
+/// unoptimised build and 0.7 KiB optimised, plus the callbacks' own frames,
+/// so 200 levels stay well inside a default 2 MiB thread. Chaining by
 /// *returning* Deferreds does not nest and is unaffected.
-pub const MAX_NESTING: u32 = 300;
+pub const MAX_NESTING: u32 = 200;
 
 thread_local! {
     static DEPTH: Cell<u32> = const { Cell::new(0) };
@@ -97,8 +97,94 @@ pub(crate) enum Link {
     Call(SmallFnOnce<Slot, Slot>),
     /// Twisted's `_CONTINUE` marker: hand the result to this waiting Deferred.
     Continue(Rc<Inner>),
+    /// `chainDeferred(target)`: the pair `(target.callback, target.errback)`.
+    /// Firing the target nests a run, as in Twisted.
+    Forward(ForwardTarget),
     /// A link already consumed (a hole at the front of the queue).
     Done,
+}
+
+/// The target of a [`Link::Forward`]. Keeps the target's count of
+/// forwarding links and the table of their sources (which the cycle
+/// collector follows backwards) right, and, when a link is dropped without
+/// running (its Deferred was freed), lets the collector look at the target.
+pub(crate) struct ForwardTarget {
+    target: Option<Rc<Inner>>,
+    source: Weak<Inner>,
+}
+
+thread_local! {
+    /// For each Deferred targeted by `chainDeferred` links, their sources.
+    static FORWARD_SOURCES: RefCell<std::collections::HashMap<usize, Vec<Weak<Inner>>>> =
+        RefCell::new(std::collections::HashMap::new());
+}
+
+impl ForwardTarget {
+    fn new(source: &Rc<Inner>, target: Rc<Inner>) -> Self {
+        target.forwarded_to.set(target.forwarded_to.get() + 1);
+        let source = Rc::downgrade(source);
+        let _ = FORWARD_SOURCES.try_with(|t| {
+            t.borrow_mut()
+                .entry(Rc::as_ptr(&target) as usize)
+                .or_default()
+                .push(source.clone())
+        });
+        ForwardTarget {
+            target: Some(target),
+            source,
+        }
+    }
+
+    /// Unregisters the link; returns the target.
+    fn detach(&mut self) -> Option<Rc<Inner>> {
+        let target = self.target.take()?;
+        target.forwarded_to.set(target.forwarded_to.get() - 1);
+        let key = Rc::as_ptr(&target) as usize;
+        let _ = FORWARD_SOURCES.try_with(|t| {
+            let mut table = t.borrow_mut();
+            if let Some(sources) = table.get_mut(&key) {
+                if let Some(i) = sources.iter().position(|w| w.ptr_eq(&self.source)) {
+                    sources.swap_remove(i);
+                }
+                if sources.is_empty() {
+                    table.remove(&key);
+                }
+            }
+        });
+        Some(target)
+    }
+
+    /// The target, for running the link.
+    fn take(mut self) -> Option<Rc<Inner>> {
+        self.detach()
+    }
+
+    fn get(&self) -> Option<&Rc<Inner>> {
+        self.target.as_ref()
+    }
+}
+
+impl Drop for ForwardTarget {
+    fn drop(&mut self) {
+        if let Some(target) = self.detach() {
+            release(target);
+        }
+    }
+}
+
+/// The live sources of the `chainDeferred` links targeting `target`.
+fn forward_sources(target: &Rc<Inner>) -> Vec<Rc<Inner>> {
+    if target.forwarded_to.get() == 0 {
+        return Vec::new();
+    }
+    FORWARD_SOURCES
+        .try_with(|t| {
+            t.borrow()
+                .get(&(Rc::as_ptr(target) as usize))
+                .map(|v| v.iter().filter_map(Weak::upgrade).collect())
+                .unwrap_or_default()
+        })
+        .unwrap_or_default()
 }
 
 /// The callback list: a FIFO that keeps its first links inline, so a
@@ -166,6 +252,16 @@ pub(crate) struct Inner {
     chained_to: Cell<Option<Weak<Inner>>>,
     /// `_debugInfo.failResult`: reported if still set when dropped.
     unhandled: Cell<Option<Failure>>,
+    /// How many [`Link::Continue`] entries `links` holds (Deferreds waiting
+    /// on this one), for the cycle collector.
+    continuations: Cell<u32>,
+    /// This Deferred waits on the Deferred in its slot, which holds a
+    /// [`Link::Continue`] back to it.
+    waits: Cell<bool>,
+    /// How many [`Link::Forward`] entries (of any Deferred) target this one.
+    forwarded_to: Cell<u32>,
+    /// How many [`Link::Forward`] entries `links` holds.
+    forwards: Cell<u32>,
 }
 
 impl Inner {
@@ -182,6 +278,10 @@ impl Inner {
             cancel_override: Cell::new(None),
             chained_to: Cell::new(None),
             unhandled: Cell::new(None),
+            continuations: Cell::new(0),
+            waits: Cell::new(false),
+            forwarded_to: Cell::new(0),
+            forwards: Cell::new(0),
         })
     }
 
@@ -205,7 +305,7 @@ impl Inner {
     }
 
     /// Replaces the result, dropping the old one outside the borrow.
-    #[inline(always)]
+    #[inline]
     pub(crate) fn set_slot(&self, slot: Slot) {
         let old = self.slot.replace(slot);
         drop(old);
@@ -275,23 +375,35 @@ pub(crate) fn unpause(this: &Rc<Inner>) {
 /// to, so forwarding through any depth of chain uses no stack).
 pub(crate) fn cancel(this: &Rc<Inner>) -> Result<(), Failure> {
     let mut current = this.clone();
+    let result = cancel_from(&mut current);
+    release(current);
+    result
+}
+
+fn cancel_from(current: &mut Rc<Inner>) -> Result<(), Failure> {
+    // Waiting Deferreds normally form a chain; one that waits on itself,
+    // directly or through others, would forward forever. Brent's cycle
+    // check spots that with two pointers; Python runs out of recursion
+    // there and raises RecursionError, and so does this.
+    let mut checkpoint = current.clone();
+    let (mut power, mut steps) = (1usize, 0usize);
     loop {
         let overridden = current.cancel_override.take();
         current.cancel_override.set(overridden.clone());
         if let Some(f) = overridden {
-            return f(&current);
+            return f(current);
         }
         if !current.called.get() {
             let canceller = current.canceller.take();
             current.canceller.set(canceller.clone());
             match canceller {
-                Some(canceller) => canceller(&current)?,
+                Some(canceller) => canceller(current)?,
                 // Arrange to eat the fire that the producer will eventually
                 // make, since nothing told it to stop.
                 None => current.suppress.set(true),
             }
             if !current.called.get() {
-                fire(&current, Slot::Failure(Failure::new(CancelledError)))?;
+                fire(current, Slot::Failure(Failure::new(CancelledError)))?;
             }
             return Ok(());
         }
@@ -299,7 +411,16 @@ pub(crate) fn cancel(this: &Rc<Inner>) -> Result<(), Failure> {
             Slot::Deferred(waited_on) => waited_on.clone(),
             _ => return Ok(()),
         };
-        current = next;
+        if Rc::ptr_eq(&next, &checkpoint) {
+            return Err(Failure::new(RecursionError));
+        }
+        steps += 1;
+        if steps == power {
+            checkpoint = next.clone();
+            power *= 2;
+            steps = 0;
+        }
+        release(std::mem::replace(current, next));
     }
 }
 
@@ -310,6 +431,13 @@ pub(crate) fn add_link(this: &Rc<Inner>, link: Link) {
     if this.called.get() {
         run_callbacks(this);
     }
+}
+
+/// `chainDeferred(target)`: appends the forwarding link (and runs it if the
+/// Deferred has fired).
+pub(crate) fn add_forward(this: &Rc<Inner>, target: Rc<Inner>) {
+    this.forwards.set(this.forwards.get() + 1);
+    add_link(this, Link::Forward(ForwardTarget::new(this, target)));
 }
 
 /// `addCallbacks` for a link given as a closure. When the Deferred has fired
@@ -345,7 +473,7 @@ where
 /// Deferred holds [`Slot::Lent`] meanwhile), or a copy when one is cheap
 /// (failures, Deferreds, values stored as shareable), in which case the
 /// Deferred keeps it while the callback runs, as Python does.
-#[inline(always)]
+#[inline]
 fn take_input(cur: &Inner) -> Slot {
     let mut slot = cur.slot.borrow_mut();
     let copy = match &*slot {
@@ -398,6 +526,7 @@ fn run_loop(first: Rc<Inner>, mut resume: bool) {
             if current.paused.get() != 0 {
                 // This Deferred cannot produce a result now; everything
                 // further up the stack keeps waiting (B40).
+                abandon(current, &mut stack);
                 return;
             }
             drop(current.chained_to.take());
@@ -417,15 +546,14 @@ fn run_loop(first: Rc<Inner>, mut resume: bool) {
                     }
                 }
                 Link::Continue(w) => {
-                    // Hand our result to the Deferred waiting on us and keep
-                    // Python's `None` ourselves.
-                    let result = current.slot.replace(Slot::none());
-                    drop(current.unhandled.take());
-                    let old = w.slot.replace(result);
-                    w.paused.set(w.paused.get() - 1);
-                    drop(old);
+                    hand_off(&current, &w);
                     waiter = Some(w);
                     break;
+                }
+                Link::Forward(target) => {
+                    if let Flow::Chained = forward(&current, target) {
+                        break;
+                    }
                 }
                 Link::Done => {}
             }
@@ -438,17 +566,61 @@ fn run_loop(first: Rc<Inner>, mut resume: bool) {
             None => {
                 finish(&current);
                 match stack.pop() {
-                    Some(below) => current = below,
-                    None => return,
+                    Some(below) => release(std::mem::replace(&mut current, below)),
+                    None => {
+                        release(current);
+                        return;
+                    }
                 }
             }
         }
     }
 }
 
+/// Hands `current`'s result to `waiter` (the `_CONTINUE` link) and keeps
+/// Python's `None`.
+#[inline(never)]
+fn hand_off(current: &Inner, waiter: &Inner) {
+    current.continuations.set(current.continuations.get() - 1);
+    let result = current.slot.replace(Slot::none());
+    drop(current.unhandled.take());
+    let old = waiter.slot.replace(result);
+    waiter.waits.set(false);
+    waiter.paused.set(waiter.paused.get() - 1);
+    drop(old);
+}
+
+/// Runs a `chainDeferred` link: fires `target` with the current result
+/// (nesting a run, as Twisted's `target.callback` does); `None` is left.
+#[inline(never)]
+fn forward(current: &Rc<Inner>, target: ForwardTarget) -> Flow {
+    current.forwards.set(current.forwards.get() - 1);
+    let Some(target) = target.take() else {
+        return Flow::Next;
+    };
+    let input = take_input(current);
+    current.running.set(true);
+    let output = match fire(&target, input) {
+        Ok(()) => Slot::none(),
+        Err(f) => Slot::Failure(f),
+    };
+    current.running.set(false);
+    release(target);
+    apply(current, output)
+}
+
+/// Leaves a run early: the Deferreds on the stack stay as they are.
+#[inline(never)]
+fn abandon(current: Rc<Inner>, stack: &mut Stack) {
+    release(current);
+    for below in stack.drain(..) {
+        release(below);
+    }
+}
+
 /// The end of processing a Deferred in a run: update its unhandled-error
 /// record (set to a failure result, cleared otherwise).
-#[inline(always)]
+#[inline]
 fn finish(current: &Inner) {
     let failure = match &*current.slot.borrow() {
         Slot::Failure(f) => Some(f.clone()),
@@ -459,7 +631,7 @@ fn finish(current: &Inner) {
 
 /// Stores what a link produced; for a returned Deferred, takes its result if
 /// it has one available, else starts waiting on it.
-#[inline(always)]
+#[inline]
 fn apply(current: &Rc<Inner>, output: Slot) -> Flow {
     let Slot::Deferred(returned) = output else {
         current.set_slot(output);
@@ -485,10 +657,169 @@ fn apply(current: &Rc<Inner>, output: Slot) -> Flow {
         // Wait for it (B30).
         current.paused.set(current.paused.get() + 1);
         current.set_chained_to(&returned);
+        current.waits.set(true);
+        returned.continuations.set(returned.continuations.get() + 1);
         returned
             .links
             .borrow_mut()
             .push_back(Link::Continue(current.clone()));
         Flow::Chained
     }
+}
+
+/// Drops a reference the library held, first checking whether it was the
+/// last one keeping a cycle of waiting Deferreds reachable.
+#[inline]
+pub(crate) fn release(rc: Rc<Inner>) {
+    if rc.in_wait_graph() {
+        collect_if_garbage(&rc, 1);
+    }
+    drop(rc);
+}
+
+#[inline(never)]
+#[cold]
+fn collect_slow(x: &Rc<Inner>, dropping: usize) {
+    collect_walk(x, dropping)
+}
+
+impl Inner {
+    /// True when this Deferred waits on another, is waited on, or is the
+    /// target of a `chainDeferred`: the only ways the library itself makes
+    /// reference cycles.
+    #[inline]
+    pub(crate) fn in_wait_graph(&self) -> bool {
+        self.continuations.get() != 0 || self.waits.get() || self.forwarded_to.get() != 0
+    }
+
+    /// The most references to this Deferred the wait graph can hold: one per
+    /// Deferred waiting on it, one from the Deferred it waits on, one per
+    /// `chainDeferred` link targeting it. More than that means someone
+    /// outside holds it.
+    #[inline]
+    fn max_wait_refs(&self) -> usize {
+        self.continuations.get() as usize
+            + usize::from(self.waits.get())
+            + self.forwarded_to.get() as usize
+    }
+
+    /// The Deferreds this one holds strong references to through the wait
+    /// graph: the one in its slot, and those its continuations hand off to.
+    /// `None` if its state is borrowed right now.
+    fn wait_edges(&self) -> Option<Vec<Rc<Inner>>> {
+        let mut out = Vec::new();
+        if let Slot::Deferred(d) = &*self.slot.try_borrow().ok()? {
+            out.push(d.clone());
+        }
+        for link in &self.links.try_borrow().ok()?.items {
+            match link {
+                Link::Continue(d) => out.push(d.clone()),
+                Link::Forward(target) => out.extend(target.get().cloned()),
+                _ => {}
+            }
+        }
+        Some(out)
+    }
+}
+
+/// A small collector for the one kind of reference cycle Deferreds make on
+/// their own: a Deferred waiting on another holds it in its slot, and the
+/// other holds a continuation back (Twisted relies on Python's garbage
+/// collector for these; when one is collected its unhandled failure, if
+/// any, is reported).
+///
+/// Called when `dropping` references to `x` are about to go away. Walks the
+/// part of the wait graph reachable from `x`; if every Deferred in it is
+/// referenced only by wait edges from within it, nothing outside can reach
+/// them any more: the edges are cut so that they are freed (and report their
+/// unhandled failures) as Python's collector would. References held by
+/// anything else (handles, closures, a running loop) count as outside, so
+/// this never frees anything still reachable.
+pub(crate) fn collect_if_garbage(x: &Rc<Inner>, dropping: usize) {
+    // The common case, decided without allocating: `x` itself is still
+    // referenced from outside.
+    let outside = Rc::strong_count(x).saturating_sub(dropping);
+    if outside > x.max_wait_refs() {
+        return;
+    }
+    collect_slow(x, dropping);
+}
+
+/// The walk of [`collect_if_garbage`].
+fn collect_walk(x: &Rc<Inner>, dropping: usize) {
+    use std::collections::HashMap;
+    let key = |rc: &Rc<Inner>| Rc::as_ptr(rc) as usize;
+    let mut nodes: Vec<Rc<Inner>> = vec![x.clone()];
+    let mut index: HashMap<usize, usize> = HashMap::from([(key(x), 0)]);
+    let mut in_degree: Vec<usize> = vec![0];
+    let mut i = 0;
+    while i < nodes.len() {
+        // Every reference this walk holds, plus the ones being dropped
+        // (counted before `wait_edges` clones any edge, a self-edge
+        // included).
+        let held = 1 + if i == 0 { dropping } else { 0 };
+        let outside = Rc::strong_count(&nodes[i]).saturating_sub(held);
+        if outside > nodes[i].max_wait_refs() {
+            return;
+        }
+        let Some(edges) = nodes[i].wait_edges() else {
+            return;
+        };
+        for target in edges {
+            let k = key(&target);
+            match index.get(&k) {
+                Some(&j) => in_degree[j] += 1,
+                None => {
+                    index.insert(k, nodes.len());
+                    nodes.push(target);
+                    in_degree.push(1);
+                }
+            }
+        }
+        // Forwarding links are the one kind of edge without a reverse edge:
+        // follow them backwards through the table of sources (their own
+        // out-edges count the references).
+        for source in forward_sources(&nodes[i]) {
+            if let std::collections::hash_map::Entry::Vacant(e) = index.entry(key(&source)) {
+                e.insert(nodes.len());
+                nodes.push(source);
+                in_degree.push(0);
+            }
+        }
+        i += 1;
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        // `edges` clones are gone; the walk holds one reference per node.
+        let held = 1 + if i == 0 { dropping } else { 0 };
+        if Rc::strong_count(n).saturating_sub(held) != in_degree[i] {
+            return;
+        }
+    }
+    // Unreachable from outside: cut the edges.
+    let mut cut: Vec<Slot> = Vec::new();
+    let mut cut_links: Vec<Link> = Vec::new();
+    for n in &nodes {
+        if matches!(*n.slot.borrow(), Slot::Deferred(_)) {
+            cut.push(n.slot.replace(Slot::none()));
+        }
+        let mut links = n.links.borrow_mut();
+        let mut kept = Links::default();
+        while let Some(link) = links.pop_front() {
+            match link {
+                Link::Continue(_) => cut_links.push(link),
+                Link::Forward(target) => {
+                    n.forwards.set(n.forwards.get() - 1);
+                    cut_links.push(Link::Forward(target));
+                }
+                Link::Done => {}
+                other => kept.push_back(other),
+            }
+        }
+        *links = kept;
+        n.continuations.set(0);
+        n.waits.set(false);
+    }
+    drop(cut);
+    drop(cut_links);
+    drop(nodes);
 }

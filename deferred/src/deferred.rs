@@ -127,9 +127,9 @@ impl<T: 'static> Outcome<T> {
     #[inline]
     pub(crate) fn into_slot(self) -> Slot {
         match self {
-            Outcome::Value(v) => Slot::Value(store(v)),
+            Outcome::Value(v) => store_slot(v),
             Outcome::Failure(f) => Slot::Failure(f),
-            Outcome::Deferred(d) => Slot::Deferred(d.inner),
+            Outcome::Deferred(d) => Slot::Deferred(d.inner.clone()),
         }
     }
 }
@@ -255,7 +255,7 @@ impl<T: 'static> Deferred<T> {
     /// if it has fired already (except the one call a cancel without
     /// canceller swallows).
     pub fn callback(&self, value: T) -> Result<(), Failure> {
-        chain::fire(&self.inner, Slot::Value(store(value)))
+        chain::fire(&self.inner, store_slot(value))
     }
 
     /// `errback(failure)`: fires the Deferred with a failure.
@@ -378,13 +378,7 @@ impl<T: 'static> Deferred<T> {
     /// ```
     pub fn chain_deferred(&self, other: &Deferred<T>) -> Deferred<()> {
         other.inner.set_chained_to(&self.inner);
-        let target = other.inner.clone();
-        chain::add_call(&self.inner, move |input: Slot| {
-            match chain::fire(&target, input) {
-                Ok(()) => Slot::none(),
-                Err(f) => Slot::Failure(f),
-            }
-        });
+        chain::add_forward(&self.inner, other.inner.clone());
         self.cast()
     }
 
@@ -505,6 +499,16 @@ impl<T> Clone for Deferred<T> {
     }
 }
 
+impl<T> Drop for Deferred<T> {
+    /// Dropping the last handle to Deferreds that only wait on each other
+    /// frees them (see the crate docs, "Memory").
+    fn drop(&mut self) {
+        if self.inner.in_wait_graph() {
+            chain::collect_if_garbage(&self.inner, 1);
+        }
+    }
+}
+
 impl<T: fmt::Debug + 'static> fmt::Debug for Deferred<T> {
     /// Twisted's `repr`: `<Deferred at 0x…>`, `<Deferred at 0x… current
     /// result: …>` or `<Deferred at 0x… waiting on Deferred at 0x…>`.
@@ -534,6 +538,38 @@ impl<T: fmt::Debug + 'static> fmt::Display for Deferred<T> {
     /// The same text as `Debug`, as Python's `str()` equals `repr()`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The result a value becomes. As in Python, where a result is whatever
+/// object it is, a [`Failure`] is a failure (`callback(aFailure)` is
+/// `errback(aFailure)`) and a Deferred is a Deferred (a callback returning one
+/// chains; `callback(aDeferred)` holds it, and `cancel()` is forwarded to it).
+/// Rust can only recognise the Deferreds and failures of the dynamic mode
+/// this way: `Failure`, `Deferred<AnyValue>`, and an [`AnyValue`] holding
+/// either. A typed `Deferred<Deferred<i32>>` holds its Deferred as an
+/// ordinary value.
+#[inline]
+pub(crate) fn store_slot<T: 'static>(value: T) -> Slot {
+    let value = match crate::cast::<T, Failure>(value) {
+        Ok(f) => return Slot::Failure(f),
+        Err(value) => value,
+    };
+    let value = match crate::cast::<T, Deferred<AnyValue>>(value) {
+        Ok(d) => return Slot::Deferred(d.inner.clone()),
+        Err(value) => value,
+    };
+    match crate::cast::<T, AnyValue>(value) {
+        Ok(any) => {
+            if let Some(f) = any.downcast_ref::<Failure>() {
+                return Slot::Failure(f.clone());
+            }
+            if let Some(d) = any.downcast_ref::<Deferred<AnyValue>>() {
+                return Slot::Deferred(d.inner.clone());
+            }
+            Slot::Value(any.into_erased())
+        }
+        Err(value) => Slot::Value(store(value)),
     }
 }
 

@@ -4,7 +4,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::chain::{Inner, Slot};
-use crate::deferred::{Deferred, Outcome, store};
+use crate::deferred::{Deferred, Outcome, store_slot};
 use crate::failure::Failure;
 
 /// `succeed(value)`: a Deferred that has already fired with `value`.
@@ -16,7 +16,7 @@ use crate::failure::Failure;
 /// assert_eq!(d.result().value(), Some("orange"));
 /// ```
 pub fn succeed<T: 'static>(value: T) -> Deferred<T> {
-    Deferred::from_inner(Inner::new_fired(Slot::Value(store(value))))
+    Deferred::from_inner(Inner::new_fired(store_slot(value)))
 }
 
 /// `succeed(aFailure)`: a Deferred holding a failure without having run

@@ -6,7 +6,7 @@ Usage::
     check_shared.py [--single] [DIR_OR_FILE ...]
 
 With no argument it checks the shared cases in
-``/work/shared/conformance/cases``.  Any directory of ``NAME.scenario`` /
+``../shared/conformance/cases`` (beside the repository).  Any directory of ``NAME.scenario`` /
 ``NAME.expected`` pairs (e.g. ``tests/golden/core``) can be checked the same
 way.  Each scenario is run through ``twisted_driver`` (in this process, the
 way batch mode runs it; ``--single`` runs ``twisted_driver.py FILE`` in a
@@ -25,7 +25,9 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SHARED_CASES = "/work/shared/conformance/cases"
+SHARED_CASES = os.path.normpath(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "conformance", "cases")
+)
 
 
 def actual_trace(path: str, single: bool) -> tuple[int, str, str]:

@@ -73,6 +73,8 @@ def run_runner(runner: list[str], path: str, timeout: float) -> RunnerResult:
         proc = subprocess.run(runner + [path], capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return RunnerResult(path, -1, "", f"runner timed out after {timeout}s")
+    except OSError as e:
+        return RunnerResult(path, -1, "", f"cannot run the runner: {e}")
     return RunnerResult(path, proc.returncode, proc.stdout.decode("utf-8", "replace"),
                         proc.stderr.decode("utf-8", "replace"))
 

@@ -1,4 +1,4 @@
 #!/bin/sh
 # Stand-in for the Rust scenario runner: runs the Twisted driver in
 # single-file mode.  Used to test differential.py itself.
-exec "${PYTHON:-/work/venv/bin/python}" "$(dirname "$0")/twisted_driver.py" "$@"
+exec "${PYTHON:-python3}" "$(dirname "$0")/twisted_driver.py" "$@"

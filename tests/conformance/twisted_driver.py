@@ -2,7 +2,7 @@
 """Run Deferred scenario files through real Twisted and Synapse and print the trace.
 
 The scenario format and the trace format are defined in
-``/work/shared/conformance/FORMAT.md``.  This driver is an interpreter: every
+``../shared/conformance/FORMAT.md`` (beside the repository).  This driver is an interpreter: every
 operation of a scenario is performed by the call a user of Twisted / Synapse
 would write (``Deferred.addCallback``, ``gatherResults``, ``timeout_deferred``,
 ``LoggingContext.__enter__`` ...).  The driver only *observes*: it logs what
@@ -534,6 +534,19 @@ class _Observers:
         # triggered while logging may nest another pair in between.
         self._announced = 0
 
+    def start_capture(self, run: "Run") -> None:
+        self.run = run
+        self.unhandled = []
+        self._announced = 0
+        self.capture_unhandled = True
+
+    def stop_capture(self) -> list[str]:
+        """Stop collecting unhandled-error reports; return them sorted by bytes."""
+        reports = sorted(self.unhandled, key=lambda s: s.encode())
+        self.capture_unhandled = False
+        self.unhandled = []
+        return reports
+
     def twisted_event(self, event: dict) -> None:
         fmt_string = event.get("log_format") or ""
         if fmt_string == "Unhandled error in Deferred:":
@@ -607,8 +620,6 @@ class Run:
         self.first_name: dict[int, str] = {}
         self.body_numbers: dict[str, int] = {}
         self.user_pauses: dict[int, int] = {}
-        # id(Deferred) -> number of coroutine frames suspended awaiting it.
-        self.awaiting: dict[int, int] = {}
         self.contexts: dict[str, LoggingContext] = {}
         self.clock = task.Clock()
         self.synapse_clock = SynapseClock(self.clock, SERVER_NAME)  # type: ignore[arg-type]
@@ -651,13 +662,9 @@ class Run:
 
     def pause(self, name: str) -> None:
         d = self.deferred(name)
-        if running_callbacks(d) and self.awaiting.get(id(d)):
-            # FORMAT.md: pausing a Deferred during its run while a coroutine
-            # that awaits it is resumed later in that run is invalid (Twisted
-            # resumes the coroutine, which finds it paused: an endless loop,
-            # or an internal AssertionError when the result is a failure).
-            raise self.mark_invalid(f"{name!r} paused while running its callbacks, "
-                                    f"with a coroutine awaiting it")
+        # Pausing a Deferred during its run while a coroutine awaiting it is
+        # resumed later in that run is invalid (FORMAT.md): the coroutine finds
+        # it paused and awaits it again, forever.  The CPU budget catches that.
         self.user_pauses[id(d)] = self.user_pauses.get(id(d), 0) + 1
         d.pause()
 
@@ -766,12 +773,6 @@ class Run:
             kind = line.kind
             if kind == "await":
                 d = self.deferred(line.target)
-                if d.called and d.paused and running_callbacks(d):
-                    # The same FORMAT.md rule, the other way round: awaiting a
-                    # Deferred that was paused during the run in progress.
-                    raise self.mark_invalid(f"await of {line.target!r}, paused while "
-                                            f"running its callbacks")
-                self.awaiting[id(d)] = self.awaiting.get(id(d), 0) + 1
                 try:
                     value = await d
                 except Exception as e:
@@ -784,8 +785,6 @@ class Run:
                 else:
                     self.emit(f"{label}: await {line.target} -> {fmt(value)}")
                     last = value
-                finally:
-                    self.awaiting[id(d)] -= 1
             elif kind == "call":
                 callee = self.lookup(line.target, "c")
                 value = await self.frame(callee, f"{label}>{line.target}")
@@ -993,15 +992,6 @@ class Run:
         self.scenario = None  # type: ignore[assignment]
 
 
-def running_callbacks(d: Deferred) -> bool:
-    """Whether ``d`` is in the middle of running one of its callbacks.
-
-    Read from Twisted's private flag: it is only used to reject invalid
-    scenarios, never to compute a trace.
-    """
-    return bool(getattr(d, "_runningCallbacks", False))
-
-
 def error_type(name: str) -> type:
     if name in USER_ERRORS:
         return USER_ERRORS[name]
@@ -1054,11 +1044,8 @@ def run_scenario(scenario: Scenario, budget: float = DEFAULT_BUDGET) -> Outcome:
     """Run a parsed scenario; return its trace or why it has none."""
     _reset_globals()
     _collect_garbage()
-    OBSERVERS.unhandled = []
-    OBSERVERS._announced = 0
-    OBSERVERS.capture_unhandled = True
     run = Run(scenario)
-    OBSERVERS.run = run
+    OBSERVERS.start_capture(run)
     signal.setitimer(signal.ITIMER_VIRTUAL, budget, 0.01)
     invalid: Optional[str] = None
     try:
@@ -1073,9 +1060,7 @@ def run_scenario(scenario: Scenario, budget: float = DEFAULT_BUDGET) -> Outcome:
     run.close()
     del run
     _collect_garbage()
-    unhandled = sorted(OBSERVERS.unhandled, key=lambda s: s.encode())
-    OBSERVERS.capture_unhandled = False
-    OBSERVERS.unhandled = []
+    unhandled = OBSERVERS.stop_capture()
     _reset_globals()
     if invalid is not None:
         return Outcome(EXIT_INVALID, message=f"invalid scenario: {invalid}")
