@@ -91,6 +91,11 @@ pub use immediate::{execute, fail, maybe_deferred, passthru, succeed, succeed_wi
 pub use unhandled::{UnhandledErrorHook, capture_unhandled_errors, set_unhandled_error_hook};
 pub use value::AnyValue;
 
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 /// Converts `a` into a `B` when `A` and `B` are the same type; gives `a`
 /// back otherwise. Compiles to nothing.
 #[inline]
