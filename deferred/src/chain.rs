@@ -35,6 +35,8 @@ pub const MAX_NESTING: u32 = 200;
 
 thread_local! {
     static DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// Every Deferred created on this thread while tracking is on.
+    static TRACKED: RefCell<Option<Vec<Weak<Inner>>>> = const { RefCell::new(None) };
 }
 
 /// Counts one level of nested callback runs while alive.
@@ -262,12 +264,16 @@ pub(crate) struct Inner {
     forwarded_to: Cell<u32>,
     /// How many [`Link::Forward`] entries `links` holds.
     forwards: Cell<u32>,
+    /// Twisted's `_debugInfo is not None`: set once a run ended on a
+    /// failure (awaiting a failed Deferred asserts it, see
+    /// [`take_awaited_failure`]).
+    has_debug_info: Cell<bool>,
 }
 
 impl Inner {
     /// `Deferred(canceller)`.
     pub(crate) fn new(canceller: Option<Rc<CancelFn>>) -> Rc<Inner> {
-        Rc::new(Inner {
+        let inner = Rc::new(Inner {
             called: Cell::new(false),
             running: Cell::new(false),
             suppress: Cell::new(false),
@@ -282,7 +288,10 @@ impl Inner {
             waits: Cell::new(false),
             forwarded_to: Cell::new(0),
             forwards: Cell::new(0),
-        })
+            has_debug_info: Cell::new(false),
+        });
+        track(&inner);
+        inner
     }
 
     /// `succeed(result)`: the state of a fired Deferred, set directly, with
@@ -431,6 +440,17 @@ pub(crate) fn add_link(this: &Rc<Inner>, link: Link) {
     if this.called.get() {
         run_callbacks(this);
     }
+}
+
+/// Puts a link in front of every other (Twisted's coroutine canceller does
+/// this to its errback), without running anything.
+pub(crate) fn insert_front<F>(this: &Rc<Inner>, f: F)
+where
+    F: FnOnce(Slot) -> Slot + 'static,
+{
+    let mut links = this.links.borrow_mut();
+    let head = links.head;
+    links.items.insert(head, Link::Call(SmallFnOnce::new(f)));
 }
 
 /// `chainDeferred(target)`: appends the forwarding link (and runs it if the
@@ -626,6 +646,9 @@ fn finish(current: &Inner) {
         Slot::Failure(f) => Some(f.clone()),
         _ => None,
     };
+    if failure.is_some() {
+        current.has_debug_info.set(true);
+    }
     drop(current.unhandled.replace(failure));
 }
 
@@ -684,6 +707,30 @@ fn collect_slow(x: &Rc<Inner>, dropping: usize) {
 }
 
 impl Inner {
+    /// Whether this Deferred has a result an `await` can use right now
+    /// (`called and not paused`, and not lent to a running callback).
+    #[inline]
+    pub(crate) fn awaitable_now(&self) -> bool {
+        self.called.get()
+            && self.paused.get() == 0
+            && !matches!(*self.slot.borrow(), Slot::Empty | Slot::Lent)
+    }
+
+    /// The failure an `await` of this already-failed Deferred raises:
+    /// Twisted asserts that the Deferred's debug record exists (it does once
+    /// a run ended on a failure; not while the first such run is still
+    /// going) and then clears its unhandled-error record.
+    pub(crate) fn take_awaited_failure(&self, failure: Failure) -> Failure {
+        if self.has_debug_info.get() {
+            drop(self.unhandled.take());
+            failure
+        } else {
+            Failure::new(crate::errors::AssertionError::new(
+                "awaited a failed Deferred that has no debug record yet",
+            ))
+        }
+    }
+
     /// True when this Deferred waits on another, is waited on, or is the
     /// target of a `chainDeferred`: the only ways the library itself makes
     /// reference cycles.
@@ -822,4 +869,43 @@ fn collect_walk(x: &Rc<Inner>, dropping: usize) {
     drop(cut);
     drop(cut_links);
     drop(nodes);
+}
+
+#[inline]
+fn track(inner: &Rc<Inner>) {
+    let _ = TRACKED.try_with(|t| {
+        if let Ok(mut t) = t.try_borrow_mut() {
+            if let Some(list) = t.as_mut() {
+                list.push(Rc::downgrade(inner));
+            }
+        }
+    });
+}
+
+/// Starts recording the Deferreds created on this thread.
+pub(crate) fn start_tracking() {
+    TRACKED.with(|t| *t.borrow_mut() = Some(Vec::new()));
+}
+
+/// Stops recording; returns the recorded Deferreds that are still alive.
+pub(crate) fn stop_tracking() -> Vec<Rc<Inner>> {
+    let list = TRACKED.with(|t| t.borrow_mut().take()).unwrap_or_default();
+    list.iter().filter_map(Weak::upgrade).collect()
+}
+
+/// Breaks every reference a Deferred holds to other objects (its links,
+/// result, canceller), so that whatever cycle keeps it alive falls apart.
+pub(crate) fn tear_down(inner: &Inner) {
+    let links = std::mem::take(&mut *inner.links.borrow_mut());
+    inner.continuations.set(0);
+    inner.forwards.set(0);
+    inner.waits.set(false);
+    let holds_deferred = matches!(*inner.slot.borrow(), Slot::Deferred(_));
+    let slot = holds_deferred.then(|| inner.slot.replace(Slot::none()));
+    let canceller = inner.canceller.take();
+    let cancel_override = inner.cancel_override.take();
+    drop(links);
+    drop(slot);
+    drop(canceller);
+    drop(cancel_override);
 }

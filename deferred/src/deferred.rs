@@ -476,6 +476,10 @@ impl<T: 'static> Deferred<T> {
         Rc::as_ptr(&self.inner) as *const () as usize
     }
 
+    pub(crate) fn inner(&self) -> &Rc<Inner> {
+        &self.inner
+    }
+
     pub(crate) fn from_inner(inner: Rc<Inner>) -> Self {
         Deferred {
             inner,

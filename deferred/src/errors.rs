@@ -195,3 +195,40 @@ impl fmt::Display for MessageError {
     }
 }
 impl Error for MessageError {}
+
+/// Twisted's internal `assert` statements fail in a few corner cases (a
+/// coroutine cancelled before it first suspended; awaiting a Deferred that
+/// failed in the callback run still going on); Python raises
+/// `AssertionError`, and so does this port, at the same places.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssertionError {
+    /// What Twisted asserted.
+    pub message: &'static str,
+}
+
+impl AssertionError {
+    pub(crate) fn new(message: &'static str) -> Self {
+        AssertionError { message }
+    }
+}
+
+impl fmt::Display for AssertionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message)
+    }
+}
+impl Error for AssertionError {}
+
+/// The error a coroutine's Deferred is errbacked with, internally, when it is
+/// cancelled (Twisted's `_InternalInlineCallbacksCancelledError`). Its
+/// first errback turns it into waiting on the coroutine's eventual outcome,
+/// so user code sees it only on a coroutine Deferred cancelled while paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InternalInlineCallbacksCancelledError;
+
+impl fmt::Display for InternalInlineCallbacksCancelledError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("coroutine cancelled (internal)")
+    }
+}
+impl Error for InternalInlineCallbacksCancelledError {}

@@ -72,18 +72,22 @@
 #![warn(missing_docs)]
 
 mod chain;
+mod coroutine;
 mod deferred;
 mod erased;
 mod errors;
 mod failure;
 mod immediate;
+pub mod tracking;
 mod unhandled;
 mod value;
 
 pub use chain::MAX_NESTING;
+pub use coroutine::{DeferredFuture, ensure_deferred, from_future, run_wakeups};
 pub use deferred::{CancelResult, Deferred, Outcome, State};
 pub use errors::{
-    AlreadyCalledError, CancelledError, FirstError, MessageError, PanicError, RecursionError,
+    AlreadyCalledError, AssertionError, CancelledError, FirstError,
+    InternalInlineCallbacksCancelledError, MessageError, PanicError, RecursionError,
     ResultTypeError, TimeoutError,
 };
 pub use failure::Failure;

@@ -11,8 +11,12 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::rc::{Rc, Weak};
 
+use std::future::Future;
+use std::pin::Pin;
+
 use twisted_deferred::{
-    AnyValue, Deferred, Failure, Outcome, State, capture_unhandled_errors, fail, succeed,
+    AnyValue, Deferred, Failure, Outcome, State, capture_unhandled_errors, ensure_deferred, fail,
+    succeed, tracking::Tracker,
 };
 
 use super::ast::*;
@@ -66,6 +70,7 @@ struct Env {
     pauses: RefCell<HashMap<usize, i64>>,
     first_name: RefCell<HashMap<usize, String>>,
     invalid: RefCell<Option<String>>,
+    coroutines: RefCell<HashMap<String, Rc<Vec<CoStmt>>>>,
 }
 
 impl Env {
@@ -123,27 +128,30 @@ impl Env {
 
 /// What a scenario needs that this runner lacks, if anything.
 fn unsupported(s: &Scenario) -> Option<RunError> {
-    let effect_ok = |e: &Effect| !matches!(e, Effect::Ctx);
-    let body_ok = |b: &Body| b.effects.iter().all(effect_ok);
     for stmt in &s.stmts {
         let line = stmt.line;
-        let bad = |op: &'static str| Some(RunError::Unsupported { op, line });
-        let ok = match &stmt.op {
-            Op::New { canceller, .. } => canceller.iter().flatten().all(effect_ok),
-            Op::Succeed(..)
+        match &stmt.op {
+            Op::New { .. }
+            | Op::Succeed(..)
             | Op::Fail(..)
             | Op::Callback(..)
             | Op::Errback(..)
             | Op::Cancel(_)
             | Op::Pause(_)
             | Op::Unpause(_)
-            | Op::Chain(..) => true,
-            Op::Cb(_, b) | Op::Eb(_, b) | Op::Both(_, b) => body_ok(b),
-            Op::Cbs(_, _, _, effects) => effects.iter().all(effect_ok),
-            other => return bad(other.keyword()),
-        };
-        if !ok {
-            return bad("ctx");
+            | Op::Chain(..)
+            | Op::Cb(..)
+            | Op::Eb(..)
+            | Op::Both(..)
+            | Op::Cbs(..)
+            | Op::Async(..)
+            | Op::Start(..) => {}
+            other => {
+                return Some(RunError::Unsupported {
+                    op: other.keyword(),
+                    line,
+                });
+            }
         }
     }
     None
@@ -155,6 +163,7 @@ pub fn run(s: &Scenario) -> Result<String, RunError> {
         return Err(e);
     }
     let (result, unhandled) = capture_unhandled_errors(|| {
+        let tracker = Tracker::start();
         let env = Rc::new(Env::default());
         let runner = Runner { env: env.clone() };
         for stmt in &s.stmts {
@@ -174,6 +183,9 @@ pub fn run(s: &Scenario) -> Result<String, RunError> {
         let names = std::mem::take(&mut *env.names.borrow_mut());
         drop(names);
         drop(env);
+        // Python's final gc.collect(): whatever is still alive now is only
+        // kept alive by cycles among garbage.
+        tracker.collect();
         Ok(trace)
     });
     let mut trace = result?;
@@ -285,6 +297,17 @@ impl Runner {
             }
             Op::Chain(a, b) => {
                 self.get(a).chain_deferred(&self.get(b));
+            }
+            Op::Async(name, body) => {
+                env.coroutines
+                    .borrow_mut()
+                    .insert(name.clone(), Rc::new(body.clone()));
+            }
+            Op::Start(r, c) => {
+                let body = env.coroutines.borrow().get(c).cloned().unwrap_or_default();
+                // `R = Deferred.fromCoroutine(C())`: bound once it returns.
+                let d: D = ensure_deferred(frame(self.weak(), r.clone(), body));
+                env.bind(r, d);
             }
             // `unsupported` rejected everything else before the run.
             _ => env.invalidate(format!("`{}` is not supported", stmt.op.keyword())),
@@ -433,4 +456,80 @@ fn run_effects(env: &Rc<Env>, effects: &[Effect]) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+type Frame = Pin<Box<dyn Future<Output = Result<AnyValue, Failure>>>>;
+
+/// One coroutine frame (an instance, or a nested `call`): runs the body
+/// lines, logging each await, catch and call, and its own end.
+fn frame(weak: Weak<Env>, name: String, body: Rc<Vec<CoStmt>>) -> Frame {
+    Box::pin(async move {
+        let result = frame_body(&weak, &name, &body).await;
+        if let Some(env) = weak.upgrade() {
+            match &result {
+                Ok(v) => env.line(format_args!("{name}: returned {}", format_value(v))),
+                Err(f) => env.line(format_args!("{name}: raised {}", format_failure(f))),
+            }
+        }
+        result
+    })
+}
+
+async fn frame_body(weak: &Weak<Env>, name: &str, body: &[CoStmt]) -> Result<AnyValue, Failure> {
+    let mut last = AnyValue::none();
+    for stmt in body {
+        let Some(env) = weak.upgrade() else {
+            return Err(Failure::msg("scenario is over"));
+        };
+        match &stmt.stmt {
+            CoLine::Await {
+                name: x,
+                catch,
+                reraise,
+            } => {
+                let d = env.get(x)?;
+                drop(env);
+                let outcome = d.await;
+                let Some(env) = weak.upgrade() else {
+                    return Err(Failure::msg("scenario is over"));
+                };
+                match outcome {
+                    Ok(v) => {
+                        env.line(format_args!("{name}: await {x} -> {}", format_value(&v)));
+                        last = v;
+                    }
+                    Err(f) => {
+                        env.line(format_args!(
+                            "{name}: await {x} raised {}",
+                            format_failure(&f)
+                        ));
+                        match catch {
+                            Some(kind) if matches(&f, *kind) => {
+                                env.line(format_args!("{name}: caught {}", format_failure(&f)));
+                                if *reraise {
+                                    return Err(f);
+                                }
+                            }
+                            _ => return Err(f),
+                        }
+                    }
+                }
+            }
+            CoLine::Call(c2) => {
+                let body = env.coroutines.borrow().get(c2).cloned().unwrap_or_default();
+                drop(env);
+                let v = frame(weak.clone(), format!("{name}>{c2}"), body).await?;
+                if let Some(env) = weak.upgrade() {
+                    env.line(format_args!("{name}: call {c2} -> {}", format_value(&v)));
+                }
+                last = v;
+            }
+            CoLine::Effects(effects) => run_effects(&env, effects)?,
+            CoLine::Ctx => env.line(format_args!("ctx {}", env.context())),
+            CoLine::Return(Some(v)) => return Ok(literal(v)),
+            CoLine::Return(None) => return Ok(last),
+            CoLine::Raise(e) => return Err(make_failure(e)),
+        }
+    }
+    Ok(AnyValue::none())
 }

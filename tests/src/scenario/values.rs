@@ -9,8 +9,9 @@ use std::error::Error;
 use std::fmt;
 
 use twisted_deferred::{
-    AlreadyCalledError, AnyValue, CancelledError, Failure, FirstError, PanicError, RecursionError,
-    ResultTypeError, TimeoutError,
+    AlreadyCalledError, AnyValue, CancelledError, Failure, FirstError,
+    InternalInlineCallbacksCancelledError, PanicError, RecursionError, ResultTypeError,
+    TimeoutError,
 };
 
 use super::ast::{ErrKind, ErrSpec, Literal};
@@ -143,6 +144,9 @@ pub fn format_failure(f: &Failure) -> String {
     ];
     if let Some((_, name)) = simple.iter().find(|(hit, _)| *hit) {
         return format!("F({name})");
+    }
+    if f.check::<InternalInlineCallbacksCancelledError>() {
+        return "F(_InternalInlineCallbacksCancelledError)".into();
     }
     if let Some(p) = f.downcast_ref::<PanicError>() {
         return format!("F(PanicError:{})", p.message);

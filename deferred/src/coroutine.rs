@@ -1,0 +1,495 @@
+//! Rust `async` code on Deferreds: [`ensure_deferred`] (Twisted's
+//! `ensureDeferred` / `Deferred.fromCoroutine`) and `.await` on a
+//! [`Deferred`].
+//!
+//! There is no executor. `ensure_deferred` polls the future at once, until it
+//! awaits a Deferred that has no result yet; that Deferred gets a link which,
+//! when its chain reaches it, polls the future again right there, inside
+//! whatever `callback()` fired it, exactly as Twisted's `_inlineCallbacks`
+//! resumes a coroutine inside `_gotResultInlineCallbacks`.
+//!
+//! Cancelling the returned Deferred cancels the Deferred the coroutine is
+//! awaiting; the failure that produces comes out of the `.await` as an `Err`
+//! (Twisted's `_handleCancelInlineCallbacks`, step for step: an internal
+//! errback in front of the Deferred's links, a fresh Deferred for the
+//! coroutine's eventual outcome, which the cancelled one then waits on).
+//!
+//! Futures that are not Deferreds can be awaited too. They get a real
+//! [`Waker`]: woken on the coroutine's thread, the coroutine resumes at once,
+//! inside `wake()`; woken from another thread, it resumes when that thread
+//! next calls [`run_wakeups`] (the reactor does). Cancelling a coroutine
+//! while it awaits such a future drops the coroutine (its destructors run, as
+//! Python's `coroutine.close()` runs `finally` blocks) and fails its Deferred
+//! with `CancelledError`; a foreign future cannot be cancelled from the
+//! inside. To get Twisted's behaviour, where the `CancelledError` comes out of
+//! that very `await`, turn the future into a Deferred first
+//! ([`from_future`]).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::{Future, IntoFuture};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::ThreadId;
+
+use crate::chain::{self, Inner, Slot};
+use crate::deferred::{Deferred, State, store_slot, value_as};
+use crate::errors::{AssertionError, CancelledError, InternalInlineCallbacksCancelledError};
+use crate::failure::Failure;
+use crate::value::AnyValue;
+
+type BoxedCoroutine = Pin<Box<dyn Future<Output = Slot>>>;
+
+/// One running coroutine: Twisted's generator plus its `_CancellationStatus`.
+struct Coroutine {
+    /// The future; `None` while it is being polled and once it finished.
+    future: RefCell<Option<BoxedCoroutine>>,
+    /// `status.deferred`: the Deferred to fire with the outcome (the one
+    /// `ensure_deferred` returned, or the fresh one a cancel made).
+    deferred: RefCell<Rc<Inner>>,
+    /// `status.waitingOn`: the Deferreds awaited at the latest suspension
+    /// (left in place after they fire, as in Twisted).
+    waiting_on: RefCell<Vec<Rc<Inner>>>,
+    /// The Deferreds awaited during the poll in progress.
+    awaiting_now: RefCell<Vec<Rc<Inner>>>,
+    /// The driver loop is running (polling, or just after a poll).
+    stepping: Cell<bool>,
+    /// A resume arrived while stepping: poll again before returning
+    /// (Twisted's `waiting` flag).
+    resume_pending: Cell<bool>,
+    /// Key in this thread's waker registry.
+    id: u64,
+}
+
+thread_local! {
+    /// The coroutine whose future is being polled on this thread.
+    static CURRENT: RefCell<Option<Rc<Coroutine>>> = const { RefCell::new(None) };
+    /// Coroutines that foreign wakers may resume, by id.
+    static REGISTRY: RefCell<HashMap<u64, Weak<Coroutine>>> = RefCell::new(HashMap::new());
+    static NEXT_ID: Cell<u64> = const { Cell::new(1) };
+}
+
+/// Wakes that arrived from other threads, per thread, to run on
+/// [`run_wakeups`].
+static REMOTE_WAKES: Mutex<Vec<(ThreadId, u64)>> = Mutex::new(Vec::new());
+
+impl Drop for Coroutine {
+    fn drop(&mut self) {
+        let id = self.id;
+        let _ = REGISTRY.try_with(|r| r.borrow_mut().remove(&id));
+    }
+}
+
+/// `ensureDeferred(coro)` / `Deferred.fromCoroutine(coro)`: runs `future`
+/// now, until it first awaits a Deferred without a result (or finishes), and
+/// returns a Deferred for its outcome: `Ok(v)` calls it back with `v`,
+/// `Err(f)` (or a panic) errbacks it.
+///
+/// ```
+/// use twisted_deferred::{ensure_deferred, Deferred, Failure};
+///
+/// let page: Deferred<String> = Deferred::new();
+/// let p = page.clone();
+/// // d = ensureDeferred(fetch())  with  async def fetch(): return len(await page)
+/// let d = ensure_deferred(async move {
+///     let body = p.await?;
+///     Ok::<_, Failure>(body.len())
+/// });
+/// assert!(!d.called());                     // suspended on `page`
+/// page.callback("hello".into()).unwrap();   // resumes it, right here
+/// assert_eq!(d.result().value(), Some(5));
+/// ```
+pub fn ensure_deferred<T, F>(future: F) -> Deferred<T>
+where
+    T: 'static,
+    F: Future<Output = Result<T, Failure>> + 'static,
+{
+    let boxed: BoxedCoroutine = Box::pin(async move {
+        match future.await {
+            Ok(v) => store_slot(v),
+            Err(f) => Slot::Failure(f),
+        }
+    });
+    let id = NEXT_ID.with(|n| {
+        let id = n.get();
+        n.set(id + 1);
+        id
+    });
+    let co = Rc::new(Coroutine {
+        future: RefCell::new(Some(boxed)),
+        deferred: RefCell::new(Inner::new(None)),
+        waiting_on: RefCell::new(Vec::new()),
+        awaiting_now: RefCell::new(Vec::new()),
+        stepping: Cell::new(false),
+        resume_pending: Cell::new(false),
+        id,
+    });
+    // Twisted's canceller holds the cancellation status; this one holds the
+    // coroutine (until the Deferred fires and drops its canceller).
+    *co.deferred.borrow_mut() = Inner::new(Some(canceller(co.clone())));
+    REGISTRY.with(|r| r.borrow_mut().insert(id, Rc::downgrade(&co)));
+    let d = Deferred::from_inner(co.deferred.borrow().clone());
+    // Nobody can have fired `d` yet, so finishing cannot fail here.
+    let _ = step(&co);
+    d
+}
+
+impl<T: 'static> Deferred<T> {
+    /// `Deferred.fromCoroutine(coro)`: the same as [`ensure_deferred`].
+    pub fn from_coroutine<F>(future: F) -> Deferred<T>
+    where
+        F: Future<Output = Result<T, Failure>> + 'static,
+    {
+        ensure_deferred(future)
+    }
+}
+
+/// The canceller of a coroutine's Deferred: Twisted's
+/// `_addCancelCallbackToDeferred`. Puts the handler in front of the
+/// Deferred's links and errbacks it with the internal error.
+fn canceller(co: Rc<Coroutine>) -> Rc<chain::CancelFn> {
+    Rc::new(move |d: &Rc<Inner>| {
+        let co = co.clone();
+        chain::insert_front(d, move |input: Slot| handle_cancel(input, &co));
+        chain::fire(
+            d,
+            Slot::Failure(Failure::new(InternalInlineCallbacksCancelledError)),
+        )
+    })
+}
+
+/// Twisted's `_handleCancelInlineCallbacks`: a fresh Deferred for the
+/// coroutine's outcome, the awaited Deferred cancelled, and the fresh one
+/// returned so that the cancelled Deferred waits on it.
+fn handle_cancel(input: Slot, co: &Rc<Coroutine>) -> Slot {
+    match &input {
+        Slot::Failure(f) if f.check::<InternalInlineCallbacksCancelledError>() => {}
+        // `trap` re-raises anything else; a value passes by.
+        _ => return input,
+    }
+    let fresh = Inner::new(Some(canceller(co.clone())));
+    *co.deferred.borrow_mut() = fresh.clone();
+    let awaited = co.waiting_on.borrow().clone();
+    if awaited.is_empty() {
+        if co.stepping.get() {
+            // Cancelled by its own code before it ever waited on a
+            // Deferred: Twisted's `assert awaited is not None` fails, and the
+            // coroutine goes on to completion, unobserved.
+            return Slot::Failure(Failure::new(AssertionError::new(
+                "a coroutine was cancelled before awaiting any Deferred",
+            )));
+        }
+        // Suspended on a foreign future, which cannot be cancelled from the
+        // inside: drop the coroutine (its destructors run) and fail.
+        let dropped = co.future.borrow_mut().take();
+        drop(dropped);
+        let _ = chain::fire(&fresh, Slot::Failure(Failure::new(CancelledError)));
+        return Slot::Deferred(fresh);
+    }
+    for w in awaited {
+        if let Err(f) = chain::cancel(&w) {
+            return Slot::Failure(f);
+        }
+    }
+    Slot::Deferred(fresh)
+}
+
+/// Resumes the coroutine now, or, if its driver loop is already running,
+/// has that loop poll it again. An error is the one firing the coroutine's
+/// Deferred raised (see [`finish`]).
+fn resume(co: &Rc<Coroutine>) -> Result<(), Failure> {
+    if co.stepping.get() {
+        co.resume_pending.set(true);
+        Ok(())
+    } else {
+        step(co)
+    }
+}
+
+/// Twisted's `_inlineCallbacks` loop: poll until the future suspends with
+/// nothing ready, or finishes.
+fn step(co: &Rc<Coroutine>) -> Result<(), Failure> {
+    co.stepping.set(true);
+    let mut outcome = Ok(());
+    loop {
+        co.resume_pending.set(false);
+        let Some(mut future) = co.future.borrow_mut().take() else {
+            break;
+        };
+        co.awaiting_now.borrow_mut().clear();
+        let previous = CURRENT.with(|c| c.replace(Some(co.clone())));
+        let waker = Waker::from(Arc::new(CoroutineWaker {
+            thread: std::thread::current().id(),
+            id: co.id,
+        }));
+        let polled = catch_unwind(AssertUnwindSafe(|| {
+            future.as_mut().poll(&mut Context::from_waker(&waker))
+        }));
+        CURRENT.with(|c| c.replace(previous));
+        match polled {
+            Ok(Poll::Pending) => {
+                *co.future.borrow_mut() = Some(future);
+                let now = std::mem::take(&mut *co.awaiting_now.borrow_mut());
+                *co.waiting_on.borrow_mut() = now;
+                if co.resume_pending.get() {
+                    continue;
+                }
+                break;
+            }
+            Ok(Poll::Ready(result)) => {
+                drop(future);
+                outcome = finish(co, result);
+                break;
+            }
+            Err(panic) => {
+                drop(future);
+                outcome = finish(co, Slot::Failure(Failure::from_panic(panic)));
+                break;
+            }
+        }
+    }
+    co.stepping.set(false);
+    outcome
+}
+
+/// The coroutine returned or raised: fire `status.deferred`. If user code
+/// fired that Deferred by hand already, this raises `AlreadyCalledError`,
+/// which, as in Twisted, surfaces where the coroutine was resumed: it
+/// becomes the failure of the Deferred whose link resumed it.
+fn finish(co: &Rc<Coroutine>, outcome: Slot) -> Result<(), Failure> {
+    co.waiting_on.borrow_mut().clear();
+    let d = co.deferred.borrow().clone();
+    let fired = chain::fire(&d, outcome);
+    chain::release(d);
+    fired
+}
+
+/// The waker given to futures a coroutine awaits.
+struct CoroutineWaker {
+    thread: ThreadId,
+    id: u64,
+}
+
+impl Wake for CoroutineWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if std::thread::current().id() == self.thread {
+            wake_here(self.id);
+        } else if let Ok(mut queue) = REMOTE_WAKES.lock() {
+            queue.push((self.thread, self.id));
+        }
+    }
+}
+
+fn wake_here(id: u64) {
+    let co = REGISTRY
+        .try_with(|r| r.borrow().get(&id).and_then(Weak::upgrade))
+        .ok()
+        .flatten();
+    if let Some(co) = co {
+        // Nothing to report a failure to when a foreign future woke it.
+        let _ = resume(&co);
+    }
+}
+
+/// Resumes the coroutines of this thread that were woken from other
+/// threads (a foreign future completed elsewhere). The reactor calls this;
+/// without one, call it yourself. Returns how many were resumed.
+pub fn run_wakeups() -> usize {
+    let me = std::thread::current().id();
+    let mine: Vec<u64> = match REMOTE_WAKES.lock() {
+        Ok(mut queue) => {
+            let (mine, others): (Vec<_>, Vec<_>) = queue.drain(..).partition(|(t, _)| *t == me);
+            *queue = others;
+            mine.into_iter().map(|(_, id)| id).collect()
+        }
+        Err(_) => Vec::new(),
+    };
+    let n = mine.len();
+    for id in mine {
+        wake_here(id);
+    }
+    n
+}
+
+/// What a pending `.await` on a Deferred registered: the link's delivery.
+#[derive(Default)]
+struct Mailbox {
+    input: RefCell<Option<Slot>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+/// The future of `deferred.await` (Twisted's `Deferred.__await__`).
+///
+/// A Deferred with a usable result (fired, not paused, not waiting) gives it
+/// at once and keeps it (which is why `T: Clone`); a failure comes out as
+/// `Err` and counts as handled. Otherwise the await adds a link to the
+/// Deferred and suspends; the link hands the result over (the Deferred keeps
+/// Python's `None`) and resumes the awaiting code.
+///
+/// Inside [`ensure_deferred`] the resumption is synchronous. In any other
+/// executor (tokio's `LocalSet`, `futures::executor`), the link wakes the
+/// task's waker; the Deferred must then be fired on the same thread, as
+/// Deferreds are not `Send`.
+pub struct DeferredFuture<T> {
+    deferred: Deferred<T>,
+    mailbox: Option<Rc<Mailbox>>,
+}
+
+impl<T: 'static> std::fmt::Debug for DeferredFuture<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeferredFuture")
+            .field("deferred", &format_args!("{:#x}", self.deferred.id()))
+            .field("suspended", &self.mailbox.is_some())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Mailbox")
+    }
+}
+
+impl<T: Clone + 'static> IntoFuture for Deferred<T> {
+    type Output = Result<T, Failure>;
+    type IntoFuture = DeferredFuture<T>;
+
+    fn into_future(self) -> DeferredFuture<T> {
+        DeferredFuture {
+            deferred: self,
+            mailbox: None,
+        }
+    }
+}
+
+impl<T: Clone + 'static> Future for DeferredFuture<T> {
+    type Output = Result<T, Failure>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let inner = this.deferred.inner().clone();
+        if let Some(mailbox) = this.mailbox.clone() {
+            let delivered = mailbox.input.borrow_mut().take();
+            match delivered {
+                // Resumed with a failure: thrown in at the await.
+                Some(Slot::Failure(f)) => {
+                    this.mailbox = None;
+                    return Poll::Ready(Err(f));
+                }
+                // Resumed with a value: Twisted looks at the Deferred again
+                // and suspends once more if it is paused meanwhile.
+                Some(value) => {
+                    this.mailbox = None;
+                    if inner.called() && inner.paused() == 0 {
+                        return Poll::Ready(value_as::<T>(value));
+                    }
+                }
+                None => {
+                    // Still waiting.
+                    note_awaiting(&inner);
+                    *mailbox.waker.borrow_mut() = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+            }
+        } else if inner.awaitable_now() {
+            return Poll::Ready(take_now(&this.deferred));
+        }
+        // Suspend: a both-link hands the result over and resumes us.
+        let mailbox = Rc::new(Mailbox::default());
+        // The link holds the coroutine, as Twisted's holds the generator: a
+        // suspended coroutine lives as long as what it awaits.
+        let driver = CURRENT.with(|c| c.borrow().clone());
+        if driver.is_none() {
+            *mailbox.waker.borrow_mut() = Some(cx.waker().clone());
+        }
+        let mb = mailbox.clone();
+        chain::add_call(&inner, move |input: Slot| {
+            *mb.input.borrow_mut() = Some(input);
+            match &driver {
+                Some(co) => {
+                    if let Err(f) = resume(co) {
+                        return Slot::Failure(f);
+                    }
+                }
+                None => {
+                    if let Some(w) = mb.waker.borrow_mut().take() {
+                        w.wake();
+                    }
+                }
+            }
+            Slot::none()
+        });
+        note_awaiting(&inner);
+        this.mailbox = Some(mailbox);
+        Poll::Pending
+    }
+}
+
+/// Records, for the coroutine being polled, that it awaits `inner`.
+fn note_awaiting(inner: &Rc<Inner>) {
+    CURRENT.with(|c| {
+        if let Some(co) = c.borrow().as_ref() {
+            co.awaiting_now.borrow_mut().push(inner.clone());
+        }
+    });
+}
+
+/// The result of a Deferred that has one, leaving it in place.
+fn take_now<T: Clone + 'static>(d: &Deferred<T>) -> Result<T, Failure> {
+    match d.result() {
+        State::Value(v) => Ok(v),
+        State::Failure(f) => Err(d.inner().take_awaited_failure(f)),
+        State::Waiting(other) => value_as::<T>(Slot::Deferred(other.inner().clone())),
+        State::OtherType(found) => Err(Failure::new(crate::errors::ResultTypeError {
+            expected: std::any::type_name::<T>(),
+            found,
+        })),
+        // `awaitable_now` excluded these.
+        State::Pending | State::InUse => Err(Failure::new(AssertionError::new(
+            "awaited a Deferred without a result",
+        ))),
+    }
+}
+
+/// A Deferred fired by a future that is not a Deferred, polled as a
+/// coroutine: `Deferred.fromFuture` for Rust futures. Cancelling the
+/// Deferred drops the future and fails with `CancelledError`, so a coroutine
+/// awaiting it sees the `CancelledError` at that await.
+///
+/// ```
+/// use futures::channel::oneshot;
+/// use twisted_deferred::{ensure_deferred, from_future, Failure};
+///
+/// let (tx, rx) = oneshot::channel::<u8>();
+/// let d = ensure_deferred(async move {
+///     let v = from_future(async move { rx.await.map_err(Failure::new) }).await?;
+///     Ok::<_, Failure>(v * 2)
+/// });
+/// tx.send(21).unwrap();                 // wakes it on this thread: resumes now
+/// assert_eq!(d.result().value(), Some(42));
+/// ```
+pub fn from_future<T, F>(future: F) -> Deferred<T>
+where
+    T: 'static,
+    F: Future<Output = Result<T, Failure>> + 'static,
+{
+    let d: Deferred<T> = ensure_deferred(future);
+    // A coroutine that never awaited a Deferred, cancelled from outside,
+    // drops its future and fails with CancelledError (see the module docs).
+    d
+}
+
+impl<T: 'static> Deferred<T> {
+    /// The result as an [`AnyValue`] future, for code awaiting Deferreds of
+    /// types that are not `Clone` as dynamic values.
+    pub fn into_any_future(self) -> DeferredFuture<AnyValue> {
+        self.as_any().into_future()
+    }
+}
