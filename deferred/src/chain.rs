@@ -874,10 +874,10 @@ fn collect_walk(x: &Rc<Inner>, dropping: usize) {
 #[inline]
 fn track(inner: &Rc<Inner>) {
     let _ = TRACKED.try_with(|t| {
-        if let Ok(mut t) = t.try_borrow_mut() {
-            if let Some(list) = t.as_mut() {
-                list.push(Rc::downgrade(inner));
-            }
+        if let Ok(mut t) = t.try_borrow_mut()
+            && let Some(list) = t.as_mut()
+        {
+            list.push(Rc::downgrade(inner));
         }
     });
 }
