@@ -78,6 +78,7 @@ mod erased;
 mod errors;
 mod failure;
 mod immediate;
+pub mod time;
 pub mod tracking;
 mod unhandled;
 mod value;
