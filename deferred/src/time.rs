@@ -9,13 +9,20 @@ use std::error::Error;
 use std::fmt;
 use std::rc::Rc;
 
+use crate::failure::Failure;
+
+/// A call scheduled in time. It may fail, as a Python function may raise:
+/// the failure then comes out of whatever ran it (`Clock.advance()`, or the
+/// reactor, which logs it).
+pub type TimedCall = Box<dyn FnOnce() -> Result<(), Failure>>;
+
 /// Twisted's `IReactorTime`: what knows the time and runs calls later.
 pub trait ReactorTime {
     /// `seconds()`: the current time, in seconds.
     fn seconds(&self) -> f64;
 
     /// `callLater(delay, f)`: runs `f` once, `delay` seconds from now.
-    fn call_later(&self, delay: f64, f: Box<dyn FnOnce()>) -> DelayedCall;
+    fn call_later(&self, delay: f64, f: TimedCall) -> DelayedCall;
 }
 
 impl<R: ReactorTime + ?Sized> ReactorTime for Rc<R> {
@@ -23,7 +30,7 @@ impl<R: ReactorTime + ?Sized> ReactorTime for Rc<R> {
         (**self).seconds()
     }
 
-    fn call_later(&self, delay: f64, f: Box<dyn FnOnce()>) -> DelayedCall {
+    fn call_later(&self, delay: f64, f: TimedCall) -> DelayedCall {
         (**self).call_later(delay, f)
     }
 }
@@ -33,7 +40,7 @@ impl<R: ReactorTime + ?Sized> ReactorTime for &R {
         (**self).seconds()
     }
 
-    fn call_later(&self, delay: f64, f: Box<dyn FnOnce()>) -> DelayedCall {
+    fn call_later(&self, delay: f64, f: TimedCall) -> DelayedCall {
         (**self).call_later(delay, f)
     }
 }
