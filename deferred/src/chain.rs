@@ -266,8 +266,11 @@ pub(crate) struct Inner {
     forwards: Cell<u32>,
     /// Twisted's `_debugInfo is not None`: set once a run ended on a
     /// failure (awaiting a failed Deferred asserts it, see
-    /// [`take_awaited_failure`]).
+    /// `take_awaited_failure`).
     has_debug_info: Cell<bool>,
+    /// The Python class this Deferred is (for `Debug`): `Deferred`,
+    /// `DeferredList`.
+    class: Cell<&'static str>,
 }
 
 impl Inner {
@@ -289,6 +292,7 @@ impl Inner {
             forwarded_to: Cell::new(0),
             forwards: Cell::new(0),
             has_debug_info: Cell::new(false),
+            class: Cell::new("Deferred"),
         });
         track(&inner);
         inner
@@ -326,6 +330,22 @@ impl Inner {
         let strong = c.as_ref().and_then(Weak::upgrade);
         self.chained_to.set(c);
         strong
+    }
+
+    /// Makes `cancel()` call `f` instead of Twisted's default logic (a
+    /// subclass overriding `cancel`, like `DeferredList`).
+    pub(crate) fn set_cancel_override(&self, f: Rc<CancelFn>) {
+        self.cancel_override.set(Some(f));
+    }
+
+    /// The Python class name `Debug` shows.
+    pub(crate) fn class_name(&self) -> &'static str {
+        self.class.get()
+    }
+
+    /// Sets the Python class name `Debug` shows.
+    pub(crate) fn set_class_name(&self, name: &'static str) {
+        self.class.set(name);
     }
 
     /// Marks this Deferred as waiting on `other` (`d._chainedTo = self` in

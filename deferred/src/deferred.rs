@@ -517,7 +517,7 @@ impl<T: fmt::Debug + 'static> fmt::Debug for Deferred<T> {
     /// Twisted's `repr`: `<Deferred at 0x…>`, `<Deferred at 0x… current
     /// result: …>` or `<Deferred at 0x… waiting on Deferred at 0x…>`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "<Deferred at {:#x}", self.id())?;
+        write!(f, "<{} at {:#x}", self.inner.class_name(), self.id())?;
         if let Some(other) = self.inner.chained_to() {
             let other = Rc::as_ptr(&other) as *const () as usize;
             return write!(f, " waiting on Deferred at {other:#x}>");

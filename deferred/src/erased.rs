@@ -139,6 +139,17 @@ impl<T: 'static> Plain<T> {
     };
 }
 
+struct Cloneable<T>(PhantomData<T>);
+impl<T: Clone + 'static> Cloneable<T> {
+    const VTABLE: &'static ValueVTable = &ValueVTable {
+        type_id: TypeId::of::<T>(),
+        type_name: std::any::type_name::<T>,
+        drop: drop_value::<T>,
+        clone: Some(clone_value::<T>),
+        debug: None,
+    };
+}
+
 struct Shareable<T>(PhantomData<T>);
 impl<T: Clone + fmt::Debug + 'static> Shareable<T> {
     const VTABLE: &'static ValueVTable = &ValueVTable {
@@ -174,6 +185,16 @@ impl ErasedValue {
     pub(crate) fn new_shareable<T: Clone + fmt::Debug + 'static>(value: T) -> ErasedValue {
         ErasedValue {
             vtable: Shareable::<T>::VTABLE,
+            data: Storage::new(value),
+        }
+    }
+
+    /// Erases a value that can later be cloned (but not printed) while
+    /// erased.
+    #[inline]
+    pub(crate) fn new_cloneable<T: Clone + 'static>(value: T) -> ErasedValue {
+        ErasedValue {
+            vtable: Cloneable::<T>::VTABLE,
             data: Storage::new(value),
         }
     }

@@ -78,7 +78,10 @@ mod erased;
 mod errors;
 mod failure;
 mod immediate;
+mod list;
+mod race;
 pub mod time;
+mod timeout;
 pub mod tracking;
 mod unhandled;
 mod value;
@@ -93,6 +96,10 @@ pub use errors::{
 };
 pub use failure::Failure;
 pub use immediate::{execute, fail, maybe_deferred, passthru, succeed, succeed_with_failure};
+pub use list::{
+    DeferredList, DeferredListFlags, DeferredListResult, gather_results, unwrap_first_error,
+};
+pub use race::{FailureGroup, race};
 pub use unhandled::{UnhandledErrorHook, capture_unhandled_errors, set_unhandled_error_hook};
 pub use value::AnyValue;
 

@@ -15,8 +15,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 use twisted_deferred::{
-    AnyValue, Deferred, Failure, Outcome, State, capture_unhandled_errors, ensure_deferred, fail,
-    succeed, tracking::Tracker,
+    AnyValue, Deferred, DeferredList, DeferredListFlags, Failure, Outcome, State,
+    capture_unhandled_errors, ensure_deferred, fail, gather_results, race, succeed,
+    tracking::Tracker,
 };
 
 use super::ast::*;
@@ -145,7 +146,10 @@ fn unsupported(s: &Scenario) -> Option<RunError> {
             | Op::Both(..)
             | Op::Cbs(..)
             | Op::Async(..)
-            | Op::Start(..) => {}
+            | Op::Start(..)
+            | Op::Gather { .. }
+            | Op::DList { .. }
+            | Op::Race(..) => {}
             other => {
                 return Some(RunError::Unsupported {
                     op: other.keyword(),
@@ -297,6 +301,36 @@ impl Runner {
             }
             Op::Chain(a, b) => {
                 self.get(a).chain_deferred(&self.get(b));
+            }
+            Op::Gather {
+                name,
+                consume,
+                inputs,
+            } => {
+                let ds: Vec<D> = inputs.iter().map(|x| self.get(x)).collect();
+                env.bind(name, gather_results(ds, *consume).cast());
+            }
+            Op::DList {
+                name,
+                foc,
+                foe,
+                consume,
+                inputs,
+            } => {
+                let ds: Vec<D> = inputs.iter().map(|x| self.get(x)).collect();
+                let flags = DeferredListFlags {
+                    fire_on_one_callback: *foc,
+                    fire_on_one_errback: *foe,
+                    consume_errors: *consume,
+                };
+                env.bind(
+                    name,
+                    DeferredList::with_flags(ds, flags).into_deferred().cast(),
+                );
+            }
+            Op::Race(name, inputs) => {
+                let ds: Vec<D> = inputs.iter().map(|x| self.get(x)).collect();
+                env.bind(name, race(ds).cast());
             }
             Op::Async(name, body) => {
                 env.coroutines

@@ -9,8 +9,8 @@ use std::error::Error;
 use std::fmt;
 
 use twisted_deferred::{
-    AlreadyCalledError, AnyValue, CancelledError, Failure, FirstError,
-    InternalInlineCallbacksCancelledError, PanicError, RecursionError, ResultTypeError,
+    AlreadyCalledError, AnyValue, CancelledError, DeferredListResult, Failure, FailureGroup,
+    FirstError, InternalInlineCallbacksCancelledError, PanicError, RecursionError, ResultTypeError,
     TimeoutError,
 };
 
@@ -106,7 +106,7 @@ pub fn matches(f: &Failure, kind: ErrKind) -> bool {
         ErrKind::First => f.check::<FirstError>(),
         ErrKind::AlreadyCalled => f.check::<AlreadyCalledError>(),
         ErrKind::Type => f.check::<TypeError>(),
-        ErrKind::FailureGroup => false,
+        ErrKind::FailureGroup => f.check::<FailureGroup>(),
     }
 }
 
@@ -133,6 +133,10 @@ pub fn format_failure(f: &Failure) -> String {
     }
     if let Some(e) = f.downcast_ref::<FirstError>() {
         return format!("F(FirstError[{}]:{})", e.index, format_failure(&e.failure));
+    }
+    if let Some(g) = f.downcast_ref::<FailureGroup>() {
+        let inner: Vec<String> = g.failures.iter().map(format_failure).collect();
+        return format!("F(FailureGroup[{}])", inner.join(", "));
     }
     let simple = [
         (f.check::<CancelledError>(), "CancelledError"),
@@ -169,6 +173,24 @@ pub fn format_value(v: &AnyValue) -> String {
     if let Some(list) = v.downcast_ref::<Vec<AnyValue>>() {
         let items: Vec<String> = list.iter().map(format_value).collect();
         return format!("[{}]", items.join(", "));
+    }
+    if let Some(r) = v.downcast_ref::<DeferredListResult<AnyValue>>() {
+        return match r {
+            DeferredListResult::All(pairs) => {
+                let items: Vec<String> = pairs
+                    .iter()
+                    .map(|p| match p {
+                        Ok(v) => format!("(true, {})", format_value(v)),
+                        Err(f) => format!("(false, {})", format_failure(f)),
+                    })
+                    .collect();
+                format!("[{}]", items.join(", "))
+            }
+            DeferredListResult::First(v, i) => format!("({}, {i})", format_value(v)),
+        };
+    }
+    if let Some((i, v)) = v.downcast_ref::<(usize, AnyValue)>() {
+        return format!("({i}, {})", format_value(v));
     }
     if let Some(f) = v.downcast_ref::<Failure>() {
         return format_failure(f);
