@@ -8,6 +8,7 @@
 //! ```
 
 pub mod ast;
+mod features;
 pub mod parse;
 pub mod run;
 pub mod values;

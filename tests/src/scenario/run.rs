@@ -59,29 +59,33 @@ impl std::fmt::Display for RunError {
 
 impl std::error::Error for RunError {}
 
-type D = Deferred<AnyValue>;
+pub(super) type D = Deferred<AnyValue>;
 
 /// The runner's state, shared (weakly) with the callbacks it installs.
+/// Feature modules (`run_*.rs`) keep their own state in [`Features`].
 #[derive(Default)]
-struct Env {
+pub(super) struct Env {
     out: RefCell<String>,
-    names: RefCell<HashMap<String, D>>,
+    pub(super) names: RefCell<HashMap<String, D>>,
     order: RefCell<Vec<String>>,
     bodies: RefCell<HashMap<String, u32>>,
     pauses: RefCell<HashMap<usize, i64>>,
     first_name: RefCell<HashMap<usize, String>>,
     invalid: RefCell<Option<String>>,
-    coroutines: RefCell<HashMap<String, Rc<Vec<CoStmt>>>>,
+    pub(super) coroutines: RefCell<HashMap<String, Rc<Vec<CoStmt>>>>,
+    /// State of the feature modules.
+    #[allow(dead_code)] // read once feature modules keep state
+    pub(super) features: super::features::Features,
 }
 
 impl Env {
-    fn line(&self, s: std::fmt::Arguments<'_>) {
+    pub(super) fn line(&self, s: std::fmt::Arguments<'_>) {
         let mut out = self.out.borrow_mut();
         let _ = out.write_fmt(s);
         out.push('\n');
     }
 
-    fn bind(&self, name: &str, d: D) {
+    pub(super) fn bind(&self, name: &str, d: D) {
         self.first_name
             .borrow_mut()
             .entry(d.id())
@@ -92,7 +96,7 @@ impl Env {
 
     /// The Deferred bound to `name`, or a failure that stops the body (and
     /// marks the scenario invalid) if there is none yet.
-    fn get(&self, name: &str) -> Result<D, Failure> {
+    pub(super) fn get(&self, name: &str) -> Result<D, Failure> {
         if let Some(d) = self.names.borrow().get(name) {
             return Ok(d.clone());
         }
@@ -100,18 +104,18 @@ impl Env {
         Err(Failure::msg("unbound name"))
     }
 
-    fn invalidate(&self, message: String) {
+    pub(super) fn invalidate(&self, message: String) {
         self.invalid.borrow_mut().get_or_insert(message);
     }
 
-    fn next_body(&self, name: &str) -> u32 {
+    pub(super) fn next_body(&self, name: &str) -> u32 {
         let mut bodies = self.bodies.borrow_mut();
         let n = bodies.entry(name.to_owned()).or_insert(0);
         *n += 1;
         *n
     }
 
-    fn add_pause(&self, d: &D, delta: i64) {
+    pub(super) fn add_pause(&self, d: &D, delta: i64) {
         let mut pauses = self.pauses.borrow_mut();
         let n = pauses.entry(d.id()).or_insert(0);
         *n += delta;
@@ -122,8 +126,8 @@ impl Env {
     }
 
     /// The logging context current now, as the trace names it.
-    fn context(&self) -> String {
-        "sentinel".into()
+    pub(super) fn context(&self) -> String {
+        super::features::context_name(self)
     }
 }
 
@@ -131,6 +135,9 @@ impl Env {
 fn unsupported(s: &Scenario) -> Option<RunError> {
     for stmt in &s.stmts {
         let line = stmt.line;
+        if super::features::supports(&stmt.op) {
+            continue;
+        }
         match &stmt.op {
             Op::New { .. }
             | Op::Succeed(..)
@@ -205,16 +212,16 @@ pub fn run(s: &Scenario) -> Result<String, RunError> {
     Ok(trace)
 }
 
-struct Runner {
-    env: Rc<Env>,
+pub(super) struct Runner {
+    pub(super) env: Rc<Env>,
 }
 
 impl Runner {
-    fn weak(&self) -> Weak<Env> {
+    pub(super) fn weak(&self) -> Weak<Env> {
         Rc::downgrade(&self.env)
     }
 
-    fn get(&self, name: &str) -> D {
+    pub(super) fn get(&self, name: &str) -> D {
         // The parser checked that top-level names are bound.
         match self.env.names.borrow().get(name) {
             Some(d) => d.clone(),
@@ -222,7 +229,7 @@ impl Runner {
         }
     }
 
-    fn raised(&self, line: usize, r: Result<(), Failure>) {
+    pub(super) fn raised(&self, line: usize, r: Result<(), Failure>) {
         if let Err(f) = r {
             self.env
                 .line(format_args!("! line {line}: {}", format_failure(&f)));
@@ -343,8 +350,12 @@ impl Runner {
                 let d: D = ensure_deferred(frame(self.weak(), r.clone(), body));
                 env.bind(r, d);
             }
-            // `unsupported` rejected everything else before the run.
-            _ => env.invalidate(format!("`{}` is not supported", stmt.op.keyword())),
+            other => {
+                if !super::features::run_op(self, stmt) {
+                    // `unsupported` rejected everything else before the run.
+                    env.invalidate(format!("`{}` is not supported", other.keyword()));
+                }
+            }
         }
     }
 
@@ -462,7 +473,7 @@ fn compute(env: &Env, result: &ResultTok, input: Result<AnyValue, Failure>) -> O
 }
 
 /// Runs effects in order; the first that raises stops the rest.
-fn run_effects(env: &Rc<Env>, effects: &[Effect]) -> Result<(), Failure> {
+pub(super) fn run_effects(env: &Rc<Env>, effects: &[Effect]) -> Result<(), Failure> {
     for e in effects {
         match e {
             Effect::Callback(y, v) => env.get(y)?.callback(literal(v))?,
@@ -492,11 +503,11 @@ fn run_effects(env: &Rc<Env>, effects: &[Effect]) -> Result<(), Failure> {
     Ok(())
 }
 
-type Frame = Pin<Box<dyn Future<Output = Result<AnyValue, Failure>>>>;
+pub(super) type Frame = Pin<Box<dyn Future<Output = Result<AnyValue, Failure>>>>;
 
 /// One coroutine frame (an instance, or a nested `call`): runs the body
 /// lines, logging each await, catch and call, and its own end.
-fn frame(weak: Weak<Env>, name: String, body: Rc<Vec<CoStmt>>) -> Frame {
+pub(super) fn frame(weak: Weak<Env>, name: String, body: Rc<Vec<CoStmt>>) -> Frame {
     Box::pin(async move {
         let result = frame_body(&weak, &name, &body).await;
         if let Some(env) = weak.upgrade() {
