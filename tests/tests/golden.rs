@@ -88,6 +88,13 @@ fn core_goldens_match_twisted() {
     assert_all_match("core", 140);
 }
 
+/// Coroutines (`async` … `end`, `start`): awaiting, catching, nested
+/// calls, cancellation through awaits, Twisted's coroutine quirks.
+#[test]
+fn async_goldens_match_twisted() {
+    assert_all_match("async", 120);
+}
+
 /// The shared cases: every one the runner supports must match.
 #[test]
 fn supported_shared_cases_match_twisted() {
