@@ -79,7 +79,10 @@ mod errors;
 mod failure;
 mod immediate;
 mod list;
+mod lock;
+mod queue;
 mod race;
+mod semaphore;
 pub mod time;
 mod timeout;
 pub mod tracking;
@@ -99,7 +102,10 @@ pub use immediate::{execute, fail, maybe_deferred, passthru, succeed, succeed_wi
 pub use list::{
     DeferredList, DeferredListFlags, DeferredListResult, gather_results, unwrap_first_error,
 };
+pub use lock::{ConcurrencyPrimitive, DeferredLock, Guard, GuardFuture};
+pub use queue::{DeferredQueue, QueueOverflow, QueueUnderflow};
 pub use race::{FailureGroup, race};
+pub use semaphore::{DeferredSemaphore, InvalidTokensError};
 pub use unhandled::{UnhandledErrorHook, capture_unhandled_errors, set_unhandled_error_hook};
 pub use value::AnyValue;
 
