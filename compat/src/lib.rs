@@ -8,6 +8,31 @@
 
 #![warn(missing_docs)]
 
+pub mod background_process;
+pub mod cancellation;
+pub mod clock;
+pub mod logcontext;
+pub mod observable;
+pub mod timeout;
+
+pub use background_process::{
+    NoneValue, clear_background_process_counts, run_as_background_process,
+};
+pub use cancellation::{delay_cancellation, delay_cancellation_coroutine, stop_cancellation};
+pub use clock::Clock;
+pub use logcontext::{
+    ContextRequest, EnteredContext, IntoDeferred, LogcontextError, LogcontextErrorHook,
+    LoggingContext, LoggingContextBuilder, LoggingContextOrSentinel, PreserveLoggingContext,
+    ReturnsDeferred, ReturnsFuture, ReturnsResult, SENTINEL_CONTEXT, SENTINEL_SERVER_NAME,
+    capture_logcontext_errors, current_context, logcontext_error, make_deferred_yieldable,
+    nested_logging_context, run_coroutine_in_background, run_in_background, set_current_context,
+    set_logcontext_error_hook,
+};
+pub use observable::{
+    AbstractObservableDeferred, NoResultError, ObservableDeferred, observe_deferred,
+};
+pub use timeout::timeout_deferred;
+
 pub use twisted_deferred::{
     AlreadyCalledError, CancelledError, Deferred, Failure, FirstError, TimeoutError, execute, fail,
     maybe_deferred, passthru, succeed,

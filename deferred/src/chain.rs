@@ -24,7 +24,8 @@ use crate::failure::Failure;
 use crate::unhandled;
 
 /// How deeply runs of callbacks may nest (a callback firing a Deferred whose
-/// callback fires another, …) before `callback()`/`errback()` refuse with
+/// callback fires another, a canceller cancelling another Deferred, …)
+/// before `callback()`/`errback()`/`cancel()` refuse with
 /// [`RecursionError`](crate::RecursionError). Python stops at its recursion
 /// limit (a `chainDeferred` chain fails after about 330 links); Rust would
 /// overflow its stack instead. A level costs about 3.5 KiB of stack in an
@@ -373,13 +374,17 @@ pub(crate) fn fire(this: &Rc<Inner>, result: Slot) -> Result<(), Failure> {
         }
         return Err(Failure::new(AlreadyCalledError::new()));
     }
-    if DEPTH.with(Cell::get) >= MAX_NESTING {
-        return Err(Failure::new(RecursionError));
-    }
     this.called.set(true);
     // The canceller is never needed again; dropping it breaks cycles.
     drop(this.canceller.take());
     this.set_slot(result);
+    if DEPTH.with(Cell::get) >= MAX_NESTING {
+        // Too deep to run the callbacks: as when Python's recursion limit
+        // strikes inside `_runCallbacks`, the Deferred has its result but
+        // its callbacks wait for the next trigger (an added callback, an
+        // unpause), and the caller gets RecursionError.
+        return Err(Failure::new(RecursionError));
+    }
     run_callbacks(this);
     Ok(())
 }
@@ -403,6 +408,12 @@ pub(crate) fn unpause(this: &Rc<Inner>) {
 /// a loop, which is what Python's tail call `self.result.cancel()` amounts
 /// to, so forwarding through any depth of chain uses no stack).
 pub(crate) fn cancel(this: &Rc<Inner>) -> Result<(), Failure> {
+    // Cancellers may cancel other Deferreds, whose cancel may come back
+    // here: Python stops such a loop with RecursionError, and so does this.
+    if DEPTH.with(Cell::get) >= MAX_NESTING {
+        return Err(Failure::new(RecursionError));
+    }
+    let _depth = DepthGuard::enter();
     let mut current = this.clone();
     let result = cancel_from(&mut current);
     release(current);
@@ -517,7 +528,11 @@ where
 fn take_input(cur: &Inner) -> Slot {
     let mut slot = cur.slot.borrow_mut();
     let copy = match &*slot {
-        Slot::Value(v) if v.is_shareable() => v.try_clone().map(Slot::Value),
+        // A non-clonable value shared behind an `Rc` (an opaque `AnyValue`)
+        // is moved, not shared, so that a typed callback can unwrap it.
+        Slot::Value(v) if v.is_shareable() && !v.is::<crate::value::SharedValue>() => {
+            v.try_clone().map(Slot::Value)
+        }
         Slot::Value(_) => None,
         Slot::Failure(f) => Some(Slot::Failure(f.clone())),
         Slot::Deferred(d) => Some(Slot::Deferred(d.clone())),

@@ -360,6 +360,35 @@ impl<T: 'static> Deferred<T> {
         self.cast()
     }
 
+    /// `addBoth(lambda result: (f(), result)[1])`: runs `f` on either
+    /// outcome and hands the result on untouched, whatever its type. For
+    /// library code that must act when a Deferred's chain reaches a point
+    /// (Synapse's logging-context hooks) without caring what flows through.
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc};
+    /// use twisted_deferred::Deferred;
+    /// let ran = Rc::new(Cell::new(false));
+    /// let d: Deferred<u8> = Deferred::new();
+    /// let r = ran.clone();
+    /// d.add_passthrough(move || r.set(true));
+    /// d.callback(3).unwrap();
+    /// assert!(ran.get());
+    /// assert_eq!(d.result().value(), Some(3));
+    /// ```
+    pub fn add_passthrough<F>(&self, f: F) -> Deferred<T>
+    where
+        F: FnOnce() + 'static,
+    {
+        chain::add_call(&self.inner, move |input: Slot| {
+            match catch_unwind(AssertUnwindSafe(f)) {
+                Ok(()) => input,
+                Err(panic) => Slot::Failure(Failure::from_panic(panic)),
+            }
+        });
+        self.clone()
+    }
+
     /// `chainDeferred(other)`: forwards this Deferred's outcome to `other`
     /// (`addCallbacks(other.callback, other.errback)`) and marks `other` as
     /// waiting on this one. Afterwards this Deferred holds Python's `None`

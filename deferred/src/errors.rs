@@ -207,7 +207,8 @@ pub struct AssertionError {
 }
 
 impl AssertionError {
-    pub(crate) fn new(message: &'static str) -> Self {
+    /// An assertion that failed, described by `message`.
+    pub fn new(message: &'static str) -> Self {
         AssertionError { message }
     }
 }

@@ -98,6 +98,11 @@ impl DelayedCall {
     pub fn active(&self) -> bool {
         self.0.active()
     }
+
+    /// True when both handles are the same call (Python's `is`).
+    pub fn ptr_eq(&self, other: &DelayedCall) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl fmt::Debug for DelayedCall {

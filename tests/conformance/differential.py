@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", metavar="DIR", help="keep scenarios and traces in DIR")
     parser.add_argument("--allow-unsupported", action="store_true",
                         help="do not fail because of scenarios the runner does not support")
-    parser.add_argument("--timeout", type=float, default=60.0,
+    parser.add_argument("--timeout", type=float, default=20.0,
                         help="seconds the runner may take per scenario (default %(default)s)")
     args = parser.parse_args(argv)
 

@@ -430,3 +430,20 @@ fn a_dynamic_handle_on_a_typed_value_reports_other_type() {
     assert!(matches!(d.as_any().result(), State::OtherType("i32")));
     assert_eq!(d.result().value(), Some(5));
 }
+
+/// A typed value that went through a dynamically typed callback, which
+/// handed it on, can be taken by a typed callback further down.
+// Twisted: DeferredTests.testTwoCallbacks (mixing typed and dynamic handles)
+#[test]
+fn a_typed_value_survives_a_dynamic_pass_through() {
+    let d: Deferred<i32> = Deferred::new();
+    d.as_any().add_both(|r: Result<AnyValue, Failure>| r);
+    let e = d.add_callback(|x: i32| Ok(x + 1));
+    d.callback(1).unwrap();
+    assert_eq!(e.result().value(), Some(2));
+    let s: Deferred<String> = Deferred::new();
+    s.as_any().add_callback(|v: AnyValue| Ok(v));
+    let t = s.add_callback(|x: String| Ok(x.len()));
+    s.callback("four".to_string()).unwrap();
+    assert_eq!(t.result().value(), Some(4));
+}

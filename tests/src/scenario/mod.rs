@@ -11,6 +11,9 @@ pub mod ast;
 mod features;
 pub mod parse;
 pub mod run;
+mod run_clock;
+mod run_logcontext;
+mod run_synapse;
 pub mod values;
 
 pub use parse::{ParseError, parse};

@@ -177,6 +177,7 @@ pub fn run(s: &Scenario) -> Result<String, RunError> {
         let tracker = Tracker::start();
         let env = Rc::new(Env::default());
         let runner = Runner { env: env.clone() };
+        super::features::begin(&runner);
         for stmt in &s.stmts {
             runner.op(stmt);
             if let Some(message) = env.invalid.borrow_mut().take() {
