@@ -95,6 +95,26 @@ fn async_goldens_match_twisted() {
     assert_all_match("async", 120);
 }
 
+/// Combinators and Synapse's helpers: `gather`, `dlist`, `race`,
+/// `observable`/`observe`, `stop_cancellation`, `delay_cancellation`.
+#[test]
+fn combinator_goldens_match_twisted_and_synapse() {
+    assert_all_match("combinators", 130);
+}
+
+/// Time: `call_later`, `advance`, `add_timeout`, Synapse's `timeout`.
+#[test]
+fn clock_goldens_match_twisted_and_synapse() {
+    assert_all_match("clock", 110);
+}
+
+/// Synapse's logging contexts: `enter`, `exit`, `current`, `yieldable`,
+/// `background`, `bgprocess`, the `ctx` effect and the `! logcontext:` checks.
+#[test]
+fn logcontext_goldens_match_synapse() {
+    assert_all_match("logcontext", 115);
+}
+
 /// The shared cases: every one the runner supports must match.
 #[test]
 fn supported_shared_cases_match_twisted() {
@@ -110,5 +130,10 @@ fn supported_shared_cases_match_twisted() {
         out.unsupported.len()
     );
     assert!(out.failures.is_empty(), "{}", out.failures.join("\n"));
-    assert!(out.checked >= 11, "the core shared cases must all run");
+    assert!(
+        out.unsupported.is_empty(),
+        "unsupported: {}",
+        out.unsupported.join("\n")
+    );
+    assert!(out.checked >= 31, "every shared case must run");
 }
