@@ -110,8 +110,9 @@ impl PartialEq for FirstError {
 }
 
 impl fmt::Debug for FirstError {
+    /// Twisted's `repr`: `FirstError[#index, repr(the wrapped error)]`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FirstError[#{}, {:?}]", self.index, self.failure)
+        write!(f, "FirstError[#{}, {:?}]", self.index, self.failure.error())
     }
 }
 

@@ -27,8 +27,9 @@ pub struct DeferredListFlags {
 }
 
 /// What a [`DeferredList`] fires with. Equality compares failures by
-/// identity, as Python compares `Failure` objects.
-#[derive(Debug, Clone)]
+/// identity, as Python compares `Failure` objects; `Debug` prints what
+/// Python's `repr` shows (`[(true, 1), (false, <Failure …>)]`, `(v, index)`).
+#[derive(Clone)]
 pub enum DeferredListResult<T> {
     /// Every input's outcome, in input order: Python's list of
     /// `(True, value)` / `(False, failure)` pairs as `Ok` / `Err`.
@@ -36,6 +37,26 @@ pub enum DeferredListResult<T> {
     /// With `fire_on_one_callback`: the first success and its index,
     /// Python's `(value, index)`.
     First(T, usize),
+}
+
+impl<T: fmt::Debug> fmt::Debug for DeferredListResult<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Pair<'a, T>(&'a Result<T, Failure>);
+        impl<T: fmt::Debug> fmt::Debug for Pair<'_, T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self.0 {
+                    Ok(v) => write!(f, "(true, {v:?})"),
+                    Err(e) => write!(f, "(false, {e:?})"),
+                }
+            }
+        }
+        match self {
+            DeferredListResult::All(results) => {
+                f.debug_list().entries(results.iter().map(Pair)).finish()
+            }
+            DeferredListResult::First(v, i) => write!(f, "({v:?}, {i})"),
+        }
+    }
 }
 
 impl<T: PartialEq> PartialEq for DeferredListResult<T> {
