@@ -427,11 +427,13 @@ pub(crate) fn remove_waiter<T: 'static>(waiting: &RefCell<VecDeque<Deferred<T>>>
 }
 
 /// `waiting.pop(0).callback(value)` for a waiter already popped off
-/// `waiting`. If the Deferred could not be fired at all (too deeply nested,
-/// see [`RecursionError`](crate::RecursionError)), it goes back to the front
-/// of the list, so the hand-off can be retried; a Deferred fired by hand
-/// meanwhile ([`AlreadyCalledError`](crate::AlreadyCalledError)) is dropped,
-/// as in Twisted.
+/// `waiting`. When the callbacks are too deeply nested to run
+/// ([`RecursionError`](crate::RecursionError)), the waiter is nonetheless
+/// handed the value (its callbacks run on its next trigger), as when
+/// Python's recursion limit strikes inside `callback`; a Deferred fired by
+/// hand meanwhile ([`AlreadyCalledError`](crate::AlreadyCalledError)) is
+/// dropped, as in Twisted. Either way the error is returned. A waiter that
+/// could not be fired at all goes back to the front of the list.
 pub(crate) fn hand_off<T: 'static>(
     waiting: &RefCell<VecDeque<Deferred<T>>>,
     d: Deferred<T>,

@@ -404,14 +404,21 @@ fn at_max_nesting(f: Rc<dyn Fn()>) {
     }
 }
 
-// Rust-specific (no Python counterpart): a hand-off refused because
-// callbacks nest too deeply (RecursionError) changes nothing; the waiter
-// stays first in line and a later release serves it.
+// Rust's nesting limit, standing in for Python's recursion limit: a
+// hand-off made too deep still hands the lock over (the waiter's Deferred
+// holds the lock, its callbacks wait for the next trigger, as when Python's
+// RecursionError strikes inside `callback`), and `release()` raises it.
 #[test]
-fn a_hand_off_refused_for_nesting_depth_keeps_the_waiter_first_in_line() {
+fn a_hand_off_made_too_deep_hands_over_and_raises_recursion_error() {
     let lock = DeferredLock::new();
     lock.acquire();
     let w = lock.acquire();
+    let ran = Rc::new(RefCell::new(false));
+    let r = ran.clone();
+    w.add_callback(move |l: DeferredLock| {
+        *r.borrow_mut() = true;
+        Ok(l)
+    });
     let outcome: Rc<RefCell<Option<Result<(), Failure>>>> = Rc::new(RefCell::new(None));
     let (o, l) = (outcome.clone(), lock.clone());
     at_max_nesting(Rc::new(move || {
@@ -421,12 +428,14 @@ fn a_hand_off_refused_for_nesting_depth_keeps_the_waiter_first_in_line() {
     }));
     let err = outcome.borrow_mut().take().unwrap().unwrap_err();
     assert!(err.check::<RecursionError>());
-    assert!(!w.called());
+    assert!(w.called(), "the waiter was handed the lock");
+    assert!(!*ran.borrow(), "its callbacks did not run yet");
     assert!(lock.locked());
-    assert_eq!(lock.waiting(), 1);
-    lock.release().unwrap();
-    assert!(w.called());
     assert_eq!(lock.waiting(), 0);
+    w.add_callback(|l: DeferredLock| Ok(l));
+    assert!(*ran.borrow(), "the next trigger runs them");
+    lock.release().unwrap();
+    assert!(!lock.locked());
 }
 
 // Twisted: B134; experiment: run(f) calls f at once on a free lock and
