@@ -18,10 +18,12 @@ use std::rc::{Rc, Weak};
 
 use smallvec::SmallVec;
 
+use crate::debug::{self, DebugInfo};
 use crate::erased::{ErasedValue, SmallFnOnce};
 use crate::errors::{AlreadyCalledError, CancelledError, RecursionError};
 use crate::failure::Failure;
 use crate::unhandled;
+use std::panic::Location;
 
 /// How deeply runs of callbacks may nest (a callback firing a Deferred whose
 /// callback fires another, a canceller cancelling another Deferred, …)
@@ -272,10 +274,14 @@ pub(crate) struct Inner {
     /// The Python class this Deferred is (for `Debug`): `Deferred`,
     /// `DeferredList`.
     class: Cell<&'static str>,
+    /// Where it was created and first fired, recorded while debugging is on
+    /// (Twisted's `_debugInfo.creator` / `invoker`).
+    debug: Cell<Option<Box<DebugInfo>>>,
 }
 
 impl Inner {
     /// `Deferred(canceller)`.
+    #[track_caller]
     pub(crate) fn new(canceller: Option<Rc<CancelFn>>) -> Rc<Inner> {
         let inner = Rc::new(Inner {
             called: Cell::new(false),
@@ -294,13 +300,21 @@ impl Inner {
             forwards: Cell::new(0),
             has_debug_info: Cell::new(false),
             class: Cell::new("Deferred"),
+            debug: Cell::new(None),
         });
+        if debug::debugging() {
+            inner.debug.set(Some(Box::new(DebugInfo {
+                creator: Some(Location::caller()),
+                invoker: None,
+            })));
+        }
         track(&inner);
         inner
     }
 
     /// `succeed(result)`: the state of a fired Deferred, set directly, with
     /// no run (so a failure stored this way is never reported).
+    #[track_caller]
     pub(crate) fn new_fired(result: Slot) -> Rc<Inner> {
         let inner = Inner::new(None);
         inner.called.set(true);
@@ -333,6 +347,14 @@ impl Inner {
         strong
     }
 
+    /// What this Deferred recorded while debugging was on.
+    pub(crate) fn debug_info(&self) -> Option<DebugInfo> {
+        let info = self.debug.take();
+        let copy = info.as_deref().copied();
+        self.debug.set(info);
+        copy
+    }
+
     /// Makes `cancel()` call `f` instead of Twisted's default logic (a
     /// subclass overriding `cancel`, like `DeferredList`).
     pub(crate) fn set_cancel_override(&self, f: Rc<CancelFn>) {
@@ -359,12 +381,14 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(failure) = self.unhandled.get_mut().take() {
-            unhandled::report(failure);
+            let info = self.debug.get_mut().take().map(|b| *b);
+            unhandled::report(failure, info);
         }
     }
 }
 
 /// `callback(result)` / `errback(failure)`: Twisted's `_startRunCallbacks`.
+#[track_caller]
 pub(crate) fn fire(this: &Rc<Inner>, result: Slot) -> Result<(), Failure> {
     if this.called.get() {
         if this.suppress.get() {
@@ -372,7 +396,15 @@ pub(crate) fn fire(this: &Rc<Inner>, result: Slot) -> Result<(), Failure> {
             this.suppress.set(false);
             return Ok(());
         }
-        return Err(Failure::new(AlreadyCalledError::new()));
+        return Err(Failure::new(match this.debug_info() {
+            Some(info) if debug::debugging() => AlreadyCalledError::with_debug_info(info),
+            _ => AlreadyCalledError::new(),
+        }));
+    }
+    if debug::debugging() {
+        let mut info = this.debug.take().unwrap_or_default();
+        info.invoker = Some(Location::caller());
+        this.debug.set(Some(info));
     }
     this.called.set(true);
     // The canceller is never needed again; dropping it breaks cycles.
@@ -407,6 +439,7 @@ pub(crate) fn unpause(this: &Rc<Inner>) {
 /// `cancel()`, including forwarding to the Deferred being waited on (done in
 /// a loop, which is what Python's tail call `self.result.cancel()` amounts
 /// to, so forwarding through any depth of chain uses no stack).
+#[track_caller]
 pub(crate) fn cancel(this: &Rc<Inner>) -> Result<(), Failure> {
     // Cancellers may cancel other Deferreds, whose cancel may come back
     // here: Python stops such a loop with RecursionError, and so does this.
@@ -420,6 +453,7 @@ pub(crate) fn cancel(this: &Rc<Inner>) -> Result<(), Failure> {
     result
 }
 
+#[track_caller]
 fn cancel_from(current: &mut Rc<Inner>) -> Result<(), Failure> {
     // Waiting Deferreds normally form a chain; one that waits on itself,
     // directly or through others, would forward forever. Brent's cycle

@@ -102,6 +102,7 @@ impl Drop for Coroutine {
 /// page.callback("hello".into()).unwrap();   // resumes it, right here
 /// assert_eq!(d.result().value(), Some(5));
 /// ```
+#[track_caller]
 pub fn ensure_deferred<T, F>(future: F) -> Deferred<T>
 where
     T: 'static,
@@ -139,6 +140,7 @@ where
 
 impl<T: 'static> Deferred<T> {
     /// `Deferred.fromCoroutine(coro)`: the same as [`ensure_deferred`].
+    #[track_caller]
     pub fn from_coroutine<F>(future: F) -> Deferred<T>
     where
         F: Future<Output = Result<T, Failure>> + 'static,

@@ -216,6 +216,7 @@ impl<T: 'static> Deferred<T> {
     /// let d: twisted_deferred::Deferred<u8> = twisted_deferred::Deferred::new();
     /// assert!(!d.called());
     /// ```
+    #[track_caller]
     pub fn new() -> Self {
         Deferred::from_inner(Inner::new(None))
     }
@@ -235,6 +236,7 @@ impl<T: 'static> Deferred<T> {
     /// d.cancel().unwrap();
     /// assert_eq!(d.result().value(), Some("stopped"));
     /// ```
+    #[track_caller]
     pub fn with_canceller<F, R>(canceller: F) -> Self
     where
         F: Fn(&Deferred<T>) -> R + 'static,
@@ -254,6 +256,7 @@ impl<T: 'static> Deferred<T> {
     /// returning. Fails with [`AlreadyCalledError`](crate::AlreadyCalledError)
     /// if it has fired already (except the one call a cancel without
     /// canceller swallows).
+    #[track_caller]
     pub fn callback(&self, value: T) -> Result<(), Failure> {
         chain::fire(&self.inner, store_slot(value))
     }
@@ -267,6 +270,7 @@ impl<T: 'static> Deferred<T> {
     /// d.errback(Failure::msg("four")).unwrap();      // d.errback(Exception("four"))
     /// assert_eq!(d.result().value(), Some(4));
     /// ```
+    #[track_caller]
     pub fn errback(&self, failure: impl Into<Failure>) -> Result<(), Failure> {
         chain::fire(&self.inner, Slot::Failure(failure.into()))
     }
@@ -439,6 +443,7 @@ impl<T: 'static> Deferred<T> {
     /// d.callback(3).unwrap();            // swallowed: there was no canceller
     /// assert_eq!(d.result().value(), Some(-1));
     /// ```
+    #[track_caller]
     pub fn cancel(&self) -> Result<(), Failure> {
         chain::cancel(&self.inner)
     }
@@ -549,21 +554,32 @@ impl<T: fmt::Debug + 'static> fmt::Debug for Deferred<T> {
         write!(f, "<{} at {:#x}", self.inner.class_name(), self.id())?;
         if let Some(other) = self.inner.chained_to() {
             let other = Rc::as_ptr(&other) as *const () as usize;
-            return write!(f, " waiting on Deferred at {other:#x}>");
-        }
-        match &*self.inner.slot.borrow() {
-            Slot::Empty => f.write_str(">"),
-            Slot::Value(v) => match v.downcast_ref::<T>() {
-                Some(t) => write!(f, " current result: {t:?}>"),
-                None => write!(f, " current result: {v:?}>"),
-            },
-            Slot::Failure(failure) => write!(f, " current result: {failure:?}>"),
-            Slot::Deferred(d) => {
-                let other = Rc::as_ptr(d) as *const () as usize;
-                write!(f, " current result: <Deferred at {other:#x}>>")
+            write!(f, " waiting on Deferred at {other:#x}")?;
+        } else {
+            match &*self.inner.slot.borrow() {
+                Slot::Empty => {}
+                Slot::Value(v) => match v.downcast_ref::<T>() {
+                    Some(t) => write!(f, " current result: {t:?}")?,
+                    None => write!(f, " current result: {v:?}")?,
+                },
+                Slot::Failure(failure) => write!(f, " current result: {failure:?}")?,
+                Slot::Deferred(d) => {
+                    let other = Rc::as_ptr(d) as *const () as usize;
+                    write!(f, " current result: <Deferred at {other:#x}>")?
+                }
+                Slot::Lent => f.write_str(" current result: <in use by a running callback>")?,
             }
-            Slot::Lent => f.write_str(" current result: <in use by a running callback>>"),
         }
+        // With debugging on: where it was created and first fired.
+        if let Some(info) = self.inner.debug_info() {
+            if let Some(c) = info.creator {
+                write!(f, " created at {c}")?;
+            }
+            if let Some(i) = info.invoker {
+                write!(f, " first fired at {i}")?;
+            }
+        }
+        f.write_str(">")
     }
 }
 

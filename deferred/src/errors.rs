@@ -44,19 +44,34 @@ impl Error for CancelledError {}
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AlreadyCalledError {
-    _private: (),
+    debug: Option<crate::debug::DebugInfo>,
 }
 
 impl AlreadyCalledError {
     /// A new `AlreadyCalledError`.
     pub fn new() -> Self {
-        AlreadyCalledError { _private: () }
+        AlreadyCalledError { debug: None }
+    }
+
+    /// One carrying where the Deferred was created and first fired (with
+    /// debugging on, as Twisted's message carries both stacks).
+    pub fn with_debug_info(info: crate::debug::DebugInfo) -> Self {
+        AlreadyCalledError { debug: Some(info) }
+    }
+
+    /// Where the Deferred was created and first fired, if recorded.
+    pub fn debug_info(&self) -> Option<&crate::debug::DebugInfo> {
+        self.debug.as_ref()
     }
 }
 
 impl fmt::Display for AlreadyCalledError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("deferred has already been called")
+        f.write_str("deferred has already been called")?;
+        match &self.debug {
+            Some(info) if !info.is_empty() => write!(f, "\n{info}"),
+            _ => Ok(()),
+        }
     }
 }
 impl Error for AlreadyCalledError {}

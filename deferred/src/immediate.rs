@@ -15,6 +15,7 @@ use crate::failure::Failure;
 /// let d = succeed("orange");                      // d = succeed("orange")
 /// assert_eq!(d.result().value(), Some("orange"));
 /// ```
+#[track_caller]
 pub fn succeed<T: 'static>(value: T) -> Deferred<T> {
     Deferred::from_inner(Inner::new_fired(store_slot(value)))
 }
@@ -22,6 +23,7 @@ pub fn succeed<T: 'static>(value: T) -> Deferred<T> {
 /// `succeed(aFailure)`: a Deferred holding a failure without having run
 /// its (empty) chain, so, exactly as in Twisted, dropping it unhandled
 /// reports nothing. Use [`fail`] for the usual failed Deferred.
+#[track_caller]
 pub fn succeed_with_failure<T: 'static>(failure: impl Into<Failure>) -> Deferred<T> {
     Deferred::from_inner(Inner::new_fired(Slot::Failure(failure.into())))
 }
@@ -35,6 +37,7 @@ pub fn succeed_with_failure<T: 'static>(failure: impl Into<Failure>) -> Deferred
 /// assert_eq!(d.result().failure().unwrap().message(), "no");
 /// d.add_errback(|_| Ok(0));
 /// ```
+#[track_caller]
 pub fn fail<T: 'static>(failure: impl Into<Failure>) -> Deferred<T> {
     let d = Deferred::new();
     // A new Deferred cannot have been called already, and nothing is nested.
@@ -54,6 +57,7 @@ pub fn fail<T: 'static>(failure: impl Into<Failure>) -> Deferred<T> {
 /// assert!(e.result().failure().is_some());
 /// # e.add_errback(|_| Ok(0));
 /// ```
+#[track_caller]
 pub fn maybe_deferred<T, R>(f: impl FnOnce() -> R) -> Deferred<T>
 where
     T: 'static,
@@ -69,6 +73,7 @@ where
 
 /// `execute(f)`: calls `f` now; `succeed` with what it returns, `fail` with
 /// what it raises. Unlike [`maybe_deferred`] nothing is special-cased.
+#[track_caller]
 pub fn execute<T: 'static>(f: impl FnOnce() -> Result<T, Failure>) -> Deferred<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => succeed(v),

@@ -73,6 +73,7 @@
 
 mod chain;
 mod coroutine;
+pub mod debug;
 mod deferred;
 mod erased;
 mod errors;

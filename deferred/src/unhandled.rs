@@ -69,8 +69,9 @@ pub fn capture_unhandled_errors<R>(f: impl FnOnce() -> R) -> (R, Vec<Failure>) {
     (result, reports)
 }
 
-/// Reports one unhandled failure.
-pub(crate) fn report(failure: Failure) {
+/// Reports one unhandled failure (with what its Deferred recorded while
+/// debugging was on, if anything).
+pub(crate) fn report(failure: Failure, debug: Option<crate::debug::DebugInfo>) {
     let handled = HOOK
         .try_with(|h| match h.try_borrow() {
             Ok(hook) => match hook.as_ref() {
@@ -86,6 +87,9 @@ pub(crate) fn report(failure: Failure) {
         // The thread is shutting down and its hook is gone.
         .unwrap_or(false);
     if !handled {
-        log::error!("Unhandled error in Deferred: {failure}");
+        match debug.filter(|d| !d.is_empty()) {
+            Some(info) => log::error!("Unhandled error in Deferred: {failure} (debug: {info})"),
+            None => log::error!("Unhandled error in Deferred: {failure}"),
+        }
     }
 }

@@ -549,6 +549,12 @@ class _Observers:
 
     def twisted_event(self, event: dict) -> None:
         fmt_string = event.get("log_format") or ""
+        failure = event.get("log_failure")
+        if failure is not None and self.run is not None and _mentions_recursion(failure):
+            # A RecursionError that Twisted caught and logged (e.g. inside
+            # DeferredList.cancel): the outcome depends on where the limit
+            # struck, so the scenario has no well-defined trace.
+            self.run.invalid = self.run.invalid or UNBOUNDED_RECURSION
         if fmt_string == "Unhandled error in Deferred:":
             self._announced += 1
             return
@@ -992,6 +998,25 @@ class Run:
         self.scenario = None  # type: ignore[assignment]
 
 
+def _mentions_recursion(failure: Failure) -> bool:
+    """True when a failure is, or wraps (FirstError, FailureGroup), a
+    RecursionError."""
+    seen = 0
+    stack = [failure]
+    while stack and seen < 1000:
+        seen += 1
+        f = stack.pop()
+        if f.check(RecursionError):
+            return True
+        value = f.value
+        if isinstance(value, FirstError):
+            stack.append(value.subFailure)
+        for sub in getattr(value, "failures", None) or ():
+            if isinstance(sub, Failure):
+                stack.append(sub)
+    return False
+
+
 def error_type(name: str) -> type:
     if name in USER_ERRORS:
         return USER_ERRORS[name]
@@ -1057,11 +1082,15 @@ def run_scenario(scenario: Scenario, budget: float = DEFAULT_BUDGET) -> Outcome:
     except (InvalidScenario, _BudgetExceeded) as e:
         invalid = str(e) if isinstance(e, InvalidScenario) else run.invalid
     lines = run.out
+    if invalid is None and run.invalid is not None:
+        invalid = run.invalid
     run.close()
     del run
     _collect_garbage()
     unhandled = OBSERVERS.stop_capture()
     _reset_globals()
+    if invalid is None and any("RecursionError" in line for line in lines + unhandled):
+        invalid = UNBOUNDED_RECURSION
     if invalid is not None:
         return Outcome(EXIT_INVALID, message=f"invalid scenario: {invalid}")
     return Outcome(EXIT_OK, "".join(line + "\n" for line in lines + unhandled))

@@ -13,8 +13,8 @@ use std::cell::RefCell;
 use std::error::Error;
 use std::fmt;
 use std::rc::Rc;
-use std::sync::Once;
 
+use integration_tests::support::capture_logs;
 use twisted_deferred::{
     CancelledError, Deferred, Failure, FirstError, State, capture_unhandled_errors, fail,
     gather_results, succeed, tracking::Tracker, unwrap_first_error,
@@ -75,44 +75,6 @@ fn handle<T: 'static>(d: &Deferred<Vec<T>>) {
 
 // ---------------------------------------------------------------------------
 // Capturing what the crate logs (Twisted's `log.failure`), per thread.
-
-struct ThreadLogger;
-
-thread_local! {
-    static LOGGED: RefCell<Option<Vec<(log::Level, String)>>> = const { RefCell::new(None) };
-}
-
-impl log::Log for ThreadLogger {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        let _ = LOGGED.try_with(|l| {
-            if let Some(records) = l.borrow_mut().as_mut() {
-                records.push((record.level(), record.args().to_string()));
-            }
-        });
-    }
-
-    fn flush(&self) {}
-}
-
-static LOGGER: ThreadLogger = ThreadLogger;
-
-/// Runs `f`, returning its result with what was logged on this thread
-/// meanwhile.
-fn capture_logs<R>(f: impl FnOnce() -> R) -> (R, Vec<(log::Level, String)>) {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        log::set_logger(&LOGGER).expect("no other logger in this test binary");
-        log::set_max_level(log::LevelFilter::Trace);
-    });
-    LOGGED.with(|l| *l.borrow_mut() = Some(Vec::new()));
-    let result = f();
-    let records = LOGGED.with(|l| l.borrow_mut().take()).unwrap_or_default();
-    (result, records)
-}
 
 // ---------------------------------------------------------------------------
 // Results
