@@ -11,8 +11,11 @@
 pub mod background_process;
 pub mod cancellation;
 pub mod clock;
+pub mod gather;
+pub mod linearizer;
 pub mod logcontext;
 pub mod observable;
+pub mod rwlock;
 pub mod timeout;
 
 pub use background_process::{
@@ -20,6 +23,11 @@ pub use background_process::{
 };
 pub use cancellation::{delay_cancellation, delay_cancellation_coroutine, stop_cancellation};
 pub use clock::Clock;
+pub use gather::{
+    concurrently_execute, concurrently_execute_delaying_cancellation, yieldable_gather_results,
+    yieldable_gather_results_delaying_cancellation,
+};
+pub use linearizer::{Linearizer, LinearizerGuard};
 pub use logcontext::{
     ContextRequest, EnteredContext, IntoDeferred, LogcontextError, LogcontextErrorHook,
     LoggingContext, LoggingContextBuilder, LoggingContextOrSentinel, PreserveLoggingContext,
@@ -31,6 +39,7 @@ pub use logcontext::{
 pub use observable::{
     AbstractObservableDeferred, NoResultError, ObservableDeferred, observe_deferred,
 };
+pub use rwlock::{ReadWriteLock, ReadWriteLockGuard};
 pub use timeout::timeout_deferred;
 
 pub use twisted_deferred::{

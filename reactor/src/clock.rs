@@ -53,6 +53,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::{Rc, Weak};
 
 use twisted_deferred::Failure;
+
+use crate::heap::{TimerHeap, time_key};
 use twisted_deferred::time::{
     DelayedCall, DelayedCallError, DelayedCallImpl, ReactorTime, TimedCall,
 };
@@ -161,7 +163,7 @@ struct ClockInner {
 }
 
 struct Queue {
-    heap: RefCell<MinHeap>,
+    heap: RefCell<TimerHeap<Rc<CallState>>>,
     /// Calls whose time changed since the last sort (`reset`/`delay`).
     moved: RefCell<Vec<Rc<CallState>>>,
     /// Next rank after every existing one (new calls, calls moved later).
@@ -174,124 +176,14 @@ struct Queue {
     stale: Cell<usize>,
 }
 
-/// One heap entry: a call at its place in Twisted's list, as of the sort
-/// that put it there. It is current while the call is pending and still
-/// has this rank.
-struct Entry {
-    /// [`time_key`] of the due time.
-    time: u64,
-    rank: u64,
-    call: Rc<CallState>,
-}
+/// A heap entry: a call at its place in Twisted's list, as of the sort
+/// that put it there (rank = its position among the calls due then).
+type Entry = crate::heap::Entry<Rc<CallState>>;
 
-/// A due time as an integer with the same order as Python's comparisons,
-/// for the values Python can sort consistently (`-0.0 == 0.0`); `NaN`,
-/// which Python cannot sort, goes after everything. Integer keys keep
-/// comparisons cheap, in debug builds too.
+/// The entry is current while its call is pending and still has this rank.
 #[inline]
-fn time_key(t: f64) -> u64 {
-    if t.is_nan() {
-        return u64::MAX;
-    }
-    let bits = if t == 0.0 { 0 } else { t.to_bits() };
-    if bits >> 63 == 0 {
-        bits | 1 << 63
-    } else {
-        !bits
-    }
-}
-
-impl Entry {
-    #[inline]
-    fn less(&self, other: &Entry) -> bool {
-        self.time < other.time || (self.time == other.time && self.rank < other.rank)
-    }
-
-    #[inline]
-    fn is_current(&self) -> bool {
-        self.call.status.get() == Status::Pending && self.call.rank.get() == self.rank
-    }
-}
-
-/// A 4-ary min-heap of entries: half the depth of a binary heap, and the
-/// children of a node share a cache line or two, which matters with a
-/// million calls pending.
-#[derive(Default)]
-struct MinHeap {
-    items: Vec<Entry>,
-}
-
-const ARITY: usize = 4;
-
-impl MinHeap {
-    fn push(&mut self, entry: Entry) {
-        self.items.push(entry);
-        self.sift_up(self.items.len() - 1);
-    }
-
-    fn peek(&self) -> Option<&Entry> {
-        self.items.first()
-    }
-
-    fn pop(&mut self) -> Option<Entry> {
-        if self.items.is_empty() {
-            return None;
-        }
-        let top = self.items.swap_remove(0);
-        if !self.items.is_empty() {
-            self.sift_down(0);
-        }
-        Some(top)
-    }
-
-    fn sift_up(&mut self, mut i: usize) {
-        while i > 0 {
-            let parent = (i - 1) / ARITY;
-            if !self.items[i].less(&self.items[parent]) {
-                break;
-            }
-            self.items.swap(i, parent);
-            i = parent;
-        }
-    }
-
-    fn sift_down(&mut self, mut i: usize) {
-        let len = self.items.len();
-        loop {
-            let first = i * ARITY + 1;
-            if first >= len {
-                break;
-            }
-            let last = (first + ARITY).min(len);
-            let mut least = first;
-            for child in first + 1..last {
-                if self.items[child].less(&self.items[least]) {
-                    least = child;
-                }
-            }
-            if !self.items[least].less(&self.items[i]) {
-                break;
-            }
-            self.items.swap(i, least);
-            i = least;
-        }
-    }
-
-    /// Keeps the entries `keep` accepts and restores the heap, in O(n).
-    fn retain(&mut self, keep: impl FnMut(&Entry) -> bool) {
-        self.items.retain(keep);
-        for i in (0..self.items.len() / ARITY + 1).rev() {
-            self.sift_down(i);
-        }
-    }
-
-    fn iter(&self) -> std::slice::Iter<'_, Entry> {
-        self.items.iter()
-    }
-
-    fn into_vec(self) -> Vec<Entry> {
-        self.items
-    }
+fn is_current(entry: &Entry) -> bool {
+    entry.call.status.get() == Status::Pending && entry.call.rank.get() == entry.rank
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -398,7 +290,7 @@ impl DelayedCallImpl for CallState {
 impl Queue {
     fn new() -> Queue {
         Queue {
-            heap: RefCell::new(MinHeap::default()),
+            heap: RefCell::new(TimerHeap::default()),
             moved: RefCell::new(Vec::new()),
             next_after: Cell::new(1 << 63),
             next_before: Cell::new((1 << 63) - 1),
@@ -474,7 +366,7 @@ impl Queue {
             && stale * 2 > self.live.get()
             && let Ok(mut heap) = self.heap.try_borrow_mut()
         {
-            heap.retain(Entry::is_current);
+            heap.retain(is_current);
             self.stale.set(0);
         }
     }
@@ -486,7 +378,7 @@ impl Queue {
         let mut heap = self.heap.borrow_mut();
         loop {
             let top = heap.peek()?;
-            if !top.is_current() {
+            if !is_current(top) {
                 heap.pop();
                 self.stale.set(self.stale.get().saturating_sub(1));
                 continue;
@@ -514,7 +406,7 @@ impl Drop for ClockInner {
         let funcs: Vec<_> = entries
             .into_vec()
             .into_iter()
-            .filter(Entry::is_current)
+            .filter(is_current)
             .filter_map(|e| e.call.func.borrow_mut().take())
             .collect();
         drop(funcs);
@@ -712,7 +604,7 @@ impl Clock {
     /// ```
     pub fn get_delayed_calls(&self) -> Vec<DelayedCall> {
         let heap = self.inner.queue.heap.borrow();
-        let mut current: Vec<&Entry> = heap.iter().filter(|e| e.is_current()).collect();
+        let mut current: Vec<&Entry> = heap.iter().filter(|e| is_current(e)).collect();
         current.sort_by_key(|e| (e.time, e.rank));
         current
             .into_iter()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
+import json
 import logging
 import os
 import re
@@ -1097,11 +1098,74 @@ def run_scenario(scenario: Scenario, budget: float = DEFAULT_BUDGET) -> Outcome:
 
 
 def run_text(text: str, budget: float = DEFAULT_BUDGET) -> Outcome:
+    """Run scenario text in a forked child process (see `_run_isolated`)."""
     try:
         scenario = parse_scenario(text)
     except MalformedScenario as e:
         return Outcome(EXIT_MALFORMED, message=f"malformed scenario: {e}")
-    return run_scenario(scenario, budget)
+    return _run_isolated(scenario, budget)
+
+
+# Wall-clock seconds a forked scenario may take, per CPU-second of budget.
+WALL_FACTOR = 10.0
+
+
+def _run_isolated(scenario: Scenario, budget: float) -> Outcome:
+    """Run a scenario in a forked child, killing it if it overruns.
+
+    The CPU budget (SIGVTALRM) cannot stop every endless scenario: Twisted
+    catches BaseException in a few places (DeferredList.cancel logs and
+    swallows anything its inputs' cancel raises), so an unbounded mutual
+    cancel recursion swallows the budget signal as well as RecursionError
+    and branches on for ever. A child process can always be killed. Fork is
+    cheap here (Twisted and Synapse are already imported), and the child's
+    process state (logcontexts, counters, garbage) goes away with it.
+    """
+    if not hasattr(os, "fork"):
+        return run_scenario(scenario, budget)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(read_fd)
+        try:
+            outcome = run_scenario(scenario, budget)
+            payload = json.dumps([outcome.code, outcome.trace, outcome.message]).encode()
+        except BaseException as e:  # noqa: BLE001 - report anything as invalid
+            payload = json.dumps([EXIT_INVALID, "", f"driver error: {e!r}"]).encode()
+        with os.fdopen(write_fd, "wb") as pipe:
+            pipe.write(payload)
+        os._exit(0)
+    os.close(write_fd)
+    deadline = budget * WALL_FACTOR + 2.0
+    chunks: list[bytes] = []
+    timed_out = False
+    with os.fdopen(read_fd, "rb") as pipe:
+        import select
+        import time
+        end = time.monotonic() + deadline
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            ready, _, _ = select.select([pipe], [], [], left)
+            if not ready:
+                continue
+            chunk = pipe.read1(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    if timed_out:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    os.waitpid(pid, 0)
+    if timed_out or not chunks:
+        return Outcome(EXIT_INVALID, message="invalid scenario: the scenario seems to loop forever "
+                       "(wall-clock limit exceeded)")
+    code, trace, message = json.loads(b"".join(chunks).decode())
+    return Outcome(code, trace, message)
 
 
 def run_file(path: str, budget: float = DEFAULT_BUDGET) -> Outcome:

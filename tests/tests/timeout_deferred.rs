@@ -15,19 +15,19 @@
 //! Each test runs on its own thread, so it starts in the sentinel logging
 //! context, as Synapse's test base class requires.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::error::Error;
 use std::fmt;
 use std::rc::Rc;
-use std::sync::Once;
 
+use integration_tests::support::{Log, capture_logs, new_log};
 use twisted_compat::{
-    Clock, LoggingContext, PreserveLoggingContext, SENTINEL_CONTEXT,
-    capture_logcontext_errors, current_context, make_deferred_yieldable, timeout_deferred,
+    Clock, LoggingContext, PreserveLoggingContext, SENTINEL_CONTEXT, capture_logcontext_errors,
+    current_context, make_deferred_yieldable, timeout_deferred,
 };
 use twisted_deferred::{
-    AssertionError, CancelledError, Deferred, Failure, State, TimeoutError, capture_unhandled_errors,
-    ensure_deferred,
+    AssertionError, CancelledError, Deferred, Failure, State, TimeoutError,
+    capture_unhandled_errors, ensure_deferred,
 };
 use twisted_reactor::{Clock as TestClock, defer_later};
 
@@ -78,60 +78,17 @@ fn handle<T: 'static>(d: &Deferred<T>) {
 
 /// A Deferred whose canceller records each time it runs, with the logging
 /// context current then, and does nothing else.
-fn recorded_cancel<T: 'static>(cancels: &Rc<RefCell<Vec<String>>>) -> Deferred<T> {
+fn recorded_cancel<T: 'static>(cancels: &Log<String>) -> Deferred<T> {
     let cancels = cancels.clone();
     Deferred::with_canceller(move |_d: &Deferred<T>| {
         cancels.borrow_mut().push(current_context().to_string())
     })
 }
 
-fn new_log() -> Rc<RefCell<Vec<String>>> {
-    Rc::new(RefCell::new(Vec::new()))
-}
-
 /// A link recording the context the chain reaches it in.
-fn record_context<T: 'static>(d: &Deferred<T>, seen: &Rc<RefCell<Vec<String>>>) {
+fn record_context<T: 'static>(d: &Deferred<T>, seen: &Log<String>) {
     let seen = seen.clone();
     d.add_passthrough(move || seen.borrow_mut().push(current_context().to_string()));
-}
-
-// ---------------------------------------------------------------------------
-// Capturing what the crate logs on this thread (Synapse's `logger.exception`)
-
-struct ThreadLogger;
-
-thread_local! {
-    static LOGGED: RefCell<Option<Vec<(log::Level, String)>>> = const { RefCell::new(None) };
-}
-
-impl log::Log for ThreadLogger {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        let _ = LOGGED.try_with(|l| {
-            if let Some(records) = l.borrow_mut().as_mut() {
-                records.push((record.level(), record.args().to_string()));
-            }
-        });
-    }
-
-    fn flush(&self) {}
-}
-
-static LOGGER: ThreadLogger = ThreadLogger;
-
-fn capture_logs<R>(f: impl FnOnce() -> R) -> (R, Vec<(log::Level, String)>) {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        log::set_logger(&LOGGER).expect("no other logger in this test binary");
-        log::set_max_level(log::LevelFilter::Trace);
-    });
-    LOGGED.with(|l| *l.borrow_mut() = Some(Vec::new()));
-    let result = f();
-    let records = LOGGED.with(|l| l.borrow_mut().take()).unwrap_or_default();
-    (result, records)
 }
 
 // ---------------------------------------------------------------------------
@@ -186,6 +143,40 @@ fn a_failure_before_the_timeout_is_forwarded_as_the_same_failure_and_the_timer_c
     handle(&d);
 }
 
+// Synapse: semantics 2.3 #24, #29, #30 (Exp: succeed("already") inside LoggingContext "one":
+// "ctx after: one", "'already' src: None pending: 0")
+#[test]
+fn an_already_fired_input_is_forwarded_at_once_and_leaves_no_timer() {
+    let (reactor, clock) = get_clock();
+    let one = LoggingContext::new("one", HS);
+    let src = twisted_deferred::succeed("already");
+    let (d, errors) = capture_logcontext_errors(|| {
+        let _scope = one.entered();
+        let d = timeout_deferred(src.clone(), 1.0, &clock);
+        assert_eq!(current_context(), one);
+        d
+    });
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(matches!(d.result(), State::Value("already")));
+    assert!(consumed(&src));
+    assert_eq!(reactor.delayed_call_count(), 0);
+}
+
+// Synapse: semantics 2.3 #24, #29 (Exp: fail(ValueError("x")): "FAIL ValueError('x',) True src: None
+// pending: 0")
+#[test]
+fn an_already_failed_input_is_forwarded_at_once_and_leaves_no_timer() {
+    let (reactor, clock) = get_clock();
+    let error = Failure::new(ValueError("x"));
+    let src = twisted_deferred::fail::<i32>(error.clone());
+    let d = timeout_deferred(src.clone(), 1.0, &clock);
+    let forwarded = d.result().failure().expect("forwarded at once");
+    assert!(Failure::ptr_eq(&forwarded, &error));
+    assert!(consumed(&src));
+    assert_eq!(reactor.delayed_call_count(), 0);
+    handle(&d);
+}
+
 // ---------------------------------------------------------------------------
 // 25. When the timer fires
 // ---------------------------------------------------------------------------
@@ -196,7 +187,8 @@ fn times_out() {
     let (reactor, clock) = get_clock();
     let cancelled = Rc::new(Cell::new(false));
     let c = cancelled.clone();
-    let non_completing_d: Deferred<()> = Deferred::with_canceller(move |_d: &Deferred<()>| c.set(true));
+    let non_completing_d: Deferred<()> =
+        Deferred::with_canceller(move |_d: &Deferred<()>| c.set(true));
     let timing_out_d = timeout_deferred(non_completing_d.clone(), 1.0, &clock);
     assert!(!timing_out_d.called());
     assert!(!cancelled.get(), "deferred was cancelled prematurely");
@@ -259,7 +251,10 @@ fn times_out_when_canceller_throws() {
     let timing_out_d = timeout_deferred(non_completing_d.clone(), 1.0, &clock);
     assert!(!timing_out_d.called());
     let (pumped, logs) = capture_logs(|| reactor.pump(&[1.0]));
-    assert!(pumped.is_ok(), "the canceller's failure must not escape: {pumped:?}");
+    assert!(
+        pumped.is_ok(),
+        "the canceller's failure must not escape: {pumped:?}"
+    );
     assert_eq!(timed_out_after(&timing_out_d), Some(Some(1.0)));
     assert!(!non_completing_d.called());
     let errors: Vec<&String> = logs
@@ -567,8 +562,10 @@ fn logcontext_is_not_lost_when_awaiting_on_timeout_cancellation() {
                 .err()
                 .and_then(|f| f.downcast_ref::<TimeoutError>())
                 .map(|e| e.timeout);
-            s.borrow_mut()
-                .push(format!("resumed: {} timeout={timeout:?}", current_context()));
+            s.borrow_mut().push(format!(
+                "resumed: {} timeout={timeout:?}",
+                current_context()
+            ));
             outcome
         });
         seen.borrow_mut()
@@ -618,7 +615,11 @@ fn a_value_awaited_through_make_deferred_yieldable_resumes_in_the_callers_contex
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(
         *seen.borrow(),
-        ["suspended: sentinel", "ok: competing", "after fire: sentinel"]
+        [
+            "suspended: sentinel",
+            "ok: competing",
+            "after fire: sentinel"
+        ]
     );
     assert_eq!(reactor.delayed_call_count(), 0);
 }

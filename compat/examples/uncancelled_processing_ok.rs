@@ -1,0 +1,141 @@
+//! Synapse's cancellation document, "Uncancelled processing", **OK**: the
+//! shared work is started with `run_as_background_process`, so it runs in
+//! a logging context of its own, `do_something_else-0`, and never touches
+//! request-1's. Cancelling request-1 fails it at once (499) with no misuse
+//! report; "done!" is logged under `do_something_else-0`; request-1's usage
+//! does not include the work; request-2 gets the result.
+//!
+//! What the document does not say (real Synapse behaves the same): with its
+//! bare `to_resolve.callback(None)`, firing resumes request-2 right there,
+//! and request-2's `make_deferred_yieldable` leaves the sentinel current
+//! when it returns to the background process; when the process ends,
+//! Synapse reports "Expected logging context do_something_else-0 was
+//! lost". Firing `to_resolve` inside `PreserveLoggingContext()` is clean.
+//! This example runs both. (The document also predates the `server_name`
+//! argument `run_as_background_process` takes now.)
+//!
+//! ```sh
+//! cargo run -p twisted-compat --example uncancelled_processing_ok
+//! ```
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::cell::{Cell, RefCell};
+
+use common::{Example, Outcome, SERVER_NAME, info, sleep};
+use twisted_compat::{
+    Deferred, Failure, ObservableDeferred, PreserveLoggingContext, make_deferred_yieldable,
+    run_as_background_process,
+};
+
+thread_local! {
+    // cache: ObservableDeferred[None] | None = None
+    static CACHE: RefCell<Option<ObservableDeferred<()>>> = const { RefCell::new(None) };
+    /// The variant: fire `to_resolve` inside `PreserveLoggingContext()`.
+    static FIRE_INSIDE_PRESERVE: Cell<bool> = const { Cell::new(false) };
+}
+
+// async def do_something_else(
+//     to_resolve: Deferred[None]
+// ) -> None:
+async fn do_something_else(to_resolve: Deferred<()>) -> Result<(), Failure> {
+    // await ...
+    sleep("do_something_else's work", 1.0).await?;
+    // logger.info("done!")
+    info("done!");
+    if FIRE_INSIDE_PRESERVE.get() {
+        // (variant) with PreserveLoggingContext():
+        //               to_resolve.callback(None)
+        let _preserve = PreserveLoggingContext::sentinel();
+        to_resolve.callback(())?;
+    } else {
+        // to_resolve.callback(None)
+        to_resolve.callback(())?;
+    }
+    // (added: the context the rest of do_something_else would run in)
+    info("do_something_else: after to_resolve.callback()");
+    Ok(())
+}
+
+// async def do_something() -> None:
+async fn do_something() -> Result<(), Failure> {
+    // if not cache:
+    if CACHE.with(|cache| cache.borrow().is_none()) {
+        // to_resolve = Deferred()
+        let to_resolve: Deferred<()> = Deferred::new();
+        // cache = ObservableDeferred(to_resolve)
+        let observable = ObservableDeferred::new(to_resolve.clone(), false);
+        CACHE.with(|cache| *cache.borrow_mut() = Some(observable));
+        // # `do_something_else` will get its own independent
+        // # logging context. `request-1` will not count any
+        // # metrics from `do_something_else`.
+        // run_as_background_process(
+        //     "do_something_else",
+        //     do_something_else,
+        //     to_resolve,
+        // )
+        let _: Deferred<()> =
+            run_as_background_process("do_something_else", SERVER_NAME, move || {
+                do_something_else(to_resolve)
+            });
+    }
+    // await make_deferred_yieldable(cache.observe())
+    make_deferred_yieldable(observe()).await
+}
+
+/// `cache.observe()`.
+fn observe() -> Deferred<()> {
+    CACHE.with(|cache| {
+        cache
+            .borrow()
+            .as_ref()
+            .map(|od| od.observe())
+            .unwrap_or_default()
+    })
+}
+
+/// A request handler: `await do_something()` (the Python runs it inside
+/// `with LoggingContext("request-1"):`, which the request driver provides).
+async fn handler() -> Result<String, Failure> {
+    // await do_something()
+    do_something().await?;
+    info("got the result");
+    Ok("done".to_owned())
+}
+
+/// Runs the document's version (`to_resolve` fired bare) and returns what
+/// it observed.
+pub fn run() -> Outcome {
+    run_variant(false)
+}
+
+/// Runs it with `to_resolve` fired bare (`false`, the document's code) or
+/// inside `PreserveLoggingContext()` (`true`).
+pub fn run_variant(fire_inside_preserve: bool) -> Outcome {
+    let title = if fire_inside_preserve {
+        "Uncancelled processing, OK (variant): to_resolve fired inside PreserveLoggingContext()"
+    } else {
+        "Uncancelled processing, OK: the work runs as a background process"
+    };
+    let example = Example::new(title);
+    FIRE_INSIDE_PRESERVE.set(fire_inside_preserve);
+    CACHE.with(|cache| cache.borrow_mut().take());
+    // with LoggingContext("request-1"):
+    //     await do_something()
+    example.request("request-1", handler);
+    example.request("request-2", handler);
+    example.disconnect("request-1");
+    example.checkpoint("after request-1 is cancelled");
+    example.advance(1.0);
+    example.checkpoint("after the work is done");
+    CACHE.with(|cache| cache.borrow_mut().take());
+    example.finish()
+}
+
+/// Prints the traces of both versions.
+pub fn main() {
+    run().print();
+    println!();
+    run_variant(true).print();
+}
