@@ -131,7 +131,10 @@ impl DeferredEvent {
     /// reactor.advance(1.0).unwrap();
     /// assert_eq!(d.result().value(), Some(false));                // timed out
     /// ```
-    pub fn wait(&self, timeout_seconds: f64) -> impl Future<Output = Result<bool, Failure>> + 'static {
+    pub fn wait(
+        &self,
+        timeout_seconds: f64,
+    ) -> impl Future<Output = Result<bool, Failure>> + 'static {
         let this = self.clone();
         async move {
             if this.is_set() {

@@ -93,22 +93,17 @@ where
 /// slow.callback(20).unwrap();
 /// assert_eq!(d.result().value(), Some(vec![10, 20, 30]));
 /// ```
-pub fn yieldable_gather_results<I, T, M, F, R>(
-    func: F,
-    iter: I,
-) -> impl Future<Output = Result<Vec<T>, Failure>> + 'static
+pub async fn yieldable_gather_results<I, T, M, F, R>(func: F, iter: I) -> Result<Vec<T>, Failure>
 where
     I: IntoIterator + 'static,
     T: Clone + 'static,
     F: FnMut(I::Item) -> R + 'static,
     R: IntoDeferred<T, M>,
 {
-    async move {
-        let gathered = start_all(func, iter);
-        make_deferred_yieldable(gathered)
-            .await
-            .map_err(unwrap_first_error)
-    }
+    let gathered = start_all(func, iter);
+    make_deferred_yieldable(gathered)
+        .await
+        .map_err(unwrap_first_error)
 }
 
 /// `await yieldable_gather_results_delaying_cancellation(func, iter)`:
@@ -135,22 +130,20 @@ where
 /// assert!(d.result().failure().unwrap().check::<CancelledError>());
 /// # d.add_errback(|_| Ok(vec![]));
 /// ```
-pub fn yieldable_gather_results_delaying_cancellation<I, T, M, F, R>(
+pub async fn yieldable_gather_results_delaying_cancellation<I, T, M, F, R>(
     func: F,
     iter: I,
-) -> impl Future<Output = Result<Vec<T>, Failure>> + 'static
+) -> Result<Vec<T>, Failure>
 where
     I: IntoIterator + 'static,
     T: Clone + 'static,
     F: FnMut(I::Item) -> R + 'static,
     R: IntoDeferred<T, M>,
 {
-    async move {
-        let gathered = start_all(func, iter);
-        make_deferred_yieldable(delay_cancellation(&gathered))
-            .await
-            .map_err(unwrap_first_error)
-    }
+    let gathered = start_all(func, iter);
+    make_deferred_yieldable(delay_cancellation(&gathered))
+        .await
+        .map_err(unwrap_first_error)
 }
 
 /// One worker of `concurrently_execute`: its first item, then items from
@@ -212,8 +205,7 @@ where
             return None;
         }
         taken += 1;
-        let next = shared.borrow_mut().next();
-        next
+        shared.borrow_mut().next()
     });
     let start = move |value: I::Item| {
         twisted_deferred::ensure_deferred(concurrently_execute_inner(
@@ -264,11 +256,11 @@ where
 /// }
 /// assert!(d.called());
 /// ```
-pub fn concurrently_execute<I, M, U, F, R>(
+pub async fn concurrently_execute<I, M, U, F, R>(
     func: F,
     args: I,
     limit: usize,
-) -> impl Future<Output = Result<(), Failure>> + 'static
+) -> Result<(), Failure>
 where
     I: IntoIterator + 'static,
     I::IntoIter: 'static,
@@ -277,11 +269,9 @@ where
     F: Fn(I::Item) -> R + 'static,
     R: IntoDeferred<U, M> + 'static,
 {
-    async move {
-        let (start, first_items) = workers(func, args, limit);
-        yieldable_gather_results(start, first_items).await?;
-        Ok(())
-    }
+    let (start, first_items) = workers(func, args, limit);
+    yieldable_gather_results(start, first_items).await?;
+    Ok(())
 }
 
 /// `await concurrently_execute(func, args, limit, delay_cancellation=True)`:
@@ -307,11 +297,11 @@ where
 /// assert!(d.result().failure().unwrap().check::<CancelledError>());
 /// # d.add_errback(|_| Ok(()));
 /// ```
-pub fn concurrently_execute_delaying_cancellation<I, M, U, F, R>(
+pub async fn concurrently_execute_delaying_cancellation<I, M, U, F, R>(
     func: F,
     args: I,
     limit: usize,
-) -> impl Future<Output = Result<(), Failure>> + 'static
+) -> Result<(), Failure>
 where
     I: IntoIterator + 'static,
     I::IntoIter: 'static,
@@ -320,11 +310,9 @@ where
     F: Fn(I::Item) -> R + 'static,
     R: IntoDeferred<U, M> + 'static,
 {
-    async move {
-        let (start, first_items) = workers(func, args, limit);
-        yieldable_gather_results_delaying_cancellation(start, first_items).await?;
-        Ok(())
-    }
+    let (start, first_items) = workers(func, args, limit);
+    yieldable_gather_results_delaying_cancellation(start, first_items).await?;
+    Ok(())
 }
 
 /// A tuple of Deferreds that [`gather_results`] combines into a Deferred of
@@ -432,6 +420,9 @@ deferred_tuple!(A: 0, B: 1, C: 2, D: 3, E: 4, F: 5, G: 6, H: 7);
 /// assert_eq!(failure.downcast_ref::<FirstError>().unwrap().index, 1);
 /// # d.add_errback(|_| Ok((0, 0)));
 /// ```
-pub fn gather_results<D: DeferredTuple>(deferred_list: D, consume_errors: bool) -> Deferred<D::Output> {
+pub fn gather_results<D: DeferredTuple>(
+    deferred_list: D,
+    consume_errors: bool,
+) -> Deferred<D::Output> {
     deferred_list.gather(consume_errors)
 }

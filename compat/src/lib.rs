@@ -11,11 +11,14 @@
 pub mod background_process;
 pub mod cancellation;
 pub mod clock;
+pub mod event;
 pub mod gather;
 pub mod linearizer;
 pub mod logcontext;
 pub mod observable;
+pub mod response_cache;
 pub mod rwlock;
+pub mod sleeper;
 pub mod timeout;
 
 pub use background_process::{
@@ -23,6 +26,7 @@ pub use background_process::{
 };
 pub use cancellation::{delay_cancellation, delay_cancellation_coroutine, stop_cancellation};
 pub use clock::Clock;
+pub use event::DeferredEvent;
 pub use gather::{
     concurrently_execute, concurrently_execute_delaying_cancellation, yieldable_gather_results,
     yieldable_gather_results_delaying_cancellation,
@@ -39,7 +43,9 @@ pub use logcontext::{
 pub use observable::{
     AbstractObservableDeferred, NoResultError, ObservableDeferred, observe_deferred,
 };
+pub use response_cache::{ResponseCache, ResponseCacheContext};
 pub use rwlock::{ReadWriteLock, ReadWriteLockGuard};
+pub use sleeper::AwakenableSleeper;
 pub use timeout::timeout_deferred;
 
 pub use twisted_deferred::{

@@ -244,8 +244,10 @@ impl<K: Hash + Eq + Clone + 'static> ReadWriteLock<K> {
                 .key_to_current_writer
                 .borrow_mut()
                 .insert(key.clone(), new_defer.clone());
-            let mut to_wait_on: Vec<Deferred<()>> =
-                curr_readers.into_iter().flat_map(|r| r.into_values()).collect();
+            let mut to_wait_on: Vec<Deferred<()>> = curr_readers
+                .into_iter()
+                .flat_map(|r| r.into_values())
+                .collect();
             to_wait_on.extend(curr_writer);
             let to_wait_on_defer = gather_results(to_wait_on, false);
             let guard = ReadWriteLockGuard {

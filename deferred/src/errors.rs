@@ -79,8 +79,8 @@ impl Error for AlreadyCalledError {}
 /// A timeout expired: `twisted.internet.defer.TimeoutError`.
 ///
 /// `Deferred.addTimeout` raises it with the timeout in seconds (Twisted's
-/// `TimeoutError(timeout, "Deferred")`); Synapse's `timeout_deferred` raises
-/// it without one.
+/// `TimeoutError(timeout, "Deferred")`), and so does Synapse's
+/// `timeout_deferred` (whose message reads "Timed out after 1.5s").
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct TimeoutError {
     /// The timeout that expired, in seconds, when known.

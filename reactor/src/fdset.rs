@@ -74,6 +74,11 @@ where
         })
     }
 
+    /// The key events for this socket carry.
+    pub(crate) fn key(&self) -> usize {
+        self.key
+    }
+
     /// The socket, borrowed.
     pub(crate) fn socket(&self) -> &S {
         &self.socket

@@ -78,6 +78,7 @@ impl<C> TimerHeap<C> {
         Some(top)
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.items.len()
     }

@@ -34,7 +34,7 @@
 //!         self.transport = None;
 //!     }
 //! }
-//! let factory = |_addr| Echo::default();                           // Factory.forProtocol(Echo)
+//! let factory = |_addr: std::net::SocketAddr| Echo::default();     // Factory.forProtocol(Echo)
 //! # let _ = factory;
 //! ```
 

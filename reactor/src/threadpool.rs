@@ -90,7 +90,12 @@ impl ThreadPool {
         if min > max {
             return Err(PoolSizeError { min, max });
         }
-        Ok(ThreadPool {
+        Ok(ThreadPool::with_bounds(min, max, name))
+    }
+
+    /// `new` without the check; `min <= max`.
+    pub(crate) fn with_bounds(min: usize, max: usize, name: &str) -> ThreadPool {
+        ThreadPool {
             shared: Arc::new(Shared {
                 name: name.to_owned(),
                 state: Mutex::new(State {
@@ -108,7 +113,7 @@ impl ThreadPool {
                 }),
                 work: Condvar::new(),
             }),
-        })
+        }
     }
 
     /// `start()`: starts `min` workers, and more for work already queued.

@@ -69,7 +69,10 @@ mod uncancelled_processing_good;
 #[path = "../../compat/examples/uncancelled_processing_ok.rs"]
 mod uncancelled_processing_ok;
 
-use mechanics::common::Reply;
+/// The responses, as the examples print them (each example has its own
+/// copy of the `Reply` type, so the tests compare what they print).
+const CANCELLED: &str = "499 Request cancelled";
+const PENDING: &str = "no response yet";
 
 /// The position of the first trace line containing `text`.
 fn position(lines: &[String], text: &str) -> usize {
@@ -79,8 +82,8 @@ fn position(lines: &[String], text: &str) -> usize {
         .unwrap_or_else(|| panic!("no trace line contains {text:?}:\n{}", lines.join("\n")))
 }
 
-fn ok(body: &str) -> Reply {
-    Reply::Ok(body.to_owned())
+fn ok(body: &str) -> String {
+    format!("200 {body}")
 }
 
 // ---------------------------------------------------------------------------
@@ -89,7 +92,11 @@ fn ok(body: &str) -> Reply {
 #[test]
 fn mechanics_cancel_goes_down_and_cancelled_error_comes_up() {
     let out = mechanics::run();
-    assert_eq!(out.reply("while on_GET waits on d", "request-1"), Reply::Pending);
+    assert_eq!(
+        out.reply("while on_GET waits on d", "request-1")
+            .to_string(),
+        PENDING
+    );
     // Down: the request's cancel() reaches the Deferred on_GET awaits and
     // runs its canceller; up: the CancelledError comes out of the await,
     // then out of the handler, which Synapse answers with 499.
@@ -97,7 +104,10 @@ fn mechanics_cancel_goes_down_and_cancelled_error_comes_up() {
     let up = position(&out.lines, "comes out of `await d`");
     let answered = position(&out.lines, "=> request-1: 499");
     assert!(down < up && up < answered, "{:#?}", out.lines);
-    assert_eq!(out.reply("after cancel()", "request-1"), Reply::Cancelled);
+    assert_eq!(
+        out.reply("after cancel()", "request-1").to_string(),
+        CANCELLED
+    );
     assert!(out.logcontext_errors.is_empty() && out.unhandled.is_empty());
 }
 
@@ -105,8 +115,8 @@ fn mechanics_cancel_goes_down_and_cancelled_error_comes_up() {
 fn async_function_calls_cancel_reaches_the_await_in_progress() {
     let out = async_function_calls::run();
     let (r1, r2) = (
-        mechanics_free_lines(&out.lines, "[request-1]"),
-        mechanics_free_lines(&out.lines, "[request-2]"),
+        context_lines(&out.lines, "[request-1]"),
+        context_lines(&out.lines, "[request-2]"),
     );
     // request-1 was cancelled inside do_something: do_something_else never
     // started.
@@ -123,13 +133,21 @@ fn async_function_calls_cancel_reaches_the_await_in_progress() {
     );
     assert!(out.traced("do_something's sleep: cancelled"));
     assert!(out.traced("do_something_else's sleep: cancelled"));
-    assert_eq!(out.reply("after both are cancelled", "request-1"), Reply::Cancelled);
-    assert_eq!(out.reply("after both are cancelled", "request-2"), Reply::Cancelled);
+    assert_eq!(
+        out.reply("after both are cancelled", "request-1")
+            .to_string(),
+        CANCELLED
+    );
+    assert_eq!(
+        out.reply("after both are cancelled", "request-2")
+            .to_string(),
+        CANCELLED
+    );
     assert_eq!(out.fact("timers left on the clock"), "0");
 }
 
 /// The log lines of one context, without their tag.
-fn mechanics_free_lines(lines: &[String], tag: &str) -> Vec<String> {
+fn context_lines(lines: &[String], tag: &str) -> Vec<String> {
     lines
         .iter()
         .filter_map(|l| l.trim_start().strip_prefix(tag))
@@ -149,7 +167,10 @@ fn cancel_catching_bad_swallows_the_cancel() {
     // carried on: 200 for a cancelled request.
     assert!(out.traced("[request-1] do_something failed: CancelledError"));
     assert!(out.traced("[request-1] carrying on after the try"));
-    assert_eq!(out.reply("after cancel()", "request-1"), ok("{}"));
+    assert_eq!(
+        out.reply("after cancel()", "request-1").to_string(),
+        ok("{}")
+    );
 }
 
 #[test]
@@ -158,7 +179,10 @@ fn cancel_catching_good_lets_the_cancel_through() {
     assert!(out.traced("do_something's sleep: cancelled"));
     assert!(!out.traced("do_something failed"));
     assert!(!out.traced("carrying on"));
-    assert_eq!(out.reply("after cancel()", "request-1"), Reply::Cancelled);
+    assert_eq!(
+        out.reply("after cancel()", "request-1").to_string(),
+        CANCELLED
+    );
 }
 
 #[test]
@@ -167,16 +191,25 @@ fn cancel_catching_ok_catch_all_around_code_that_never_awaits() {
     // The catch-all did its job on the ordinary error...
     assert!(out.traced("[request-1] check_something failed: ValueError"));
     // ...and could not meet the CancelledError, which comes from the await.
-    assert_eq!(out.reply("after cancel()", "request-1"), Reply::Cancelled);
+    assert_eq!(
+        out.reply("after cancel()", "request-1").to_string(),
+        CANCELLED
+    );
 }
 
 #[test]
 fn cancel_catching_good_narrow_catches_only_its_error() {
     let out = cancel_catching_good_narrow::run();
-    assert_eq!(out.reply("after cancel()", "request-2"), Reply::Cancelled);
-    assert_eq!(out.reply("after cancel()", "request-1"), Reply::Pending);
+    assert_eq!(
+        out.reply("after cancel()", "request-2").to_string(),
+        CANCELLED
+    );
+    assert_eq!(
+        out.reply("after cancel()", "request-1").to_string(),
+        PENDING
+    );
     assert!(out.traced("[request-1] do_something failed: ValueError: bad input"));
-    assert_eq!(out.reply("after 5 s", "request-1"), ok("{}"));
+    assert_eq!(out.reply("after 5 s", "request-1").to_string(), ok("{}"));
     assert!(!out.traced("[request-2] do_something failed"));
 }
 
@@ -193,7 +226,10 @@ fn gather_first_error_bad_swallows_first_error() {
     // ...but the CancelledError came out as FirstError(CancelledError), which
     // `except CancelledError` does not match: swallowed, 200.
     assert!(out.traced("[request-1] do_something failed: FirstError[#0, CancelledError]"));
-    assert_eq!(out.reply("after cancel()", "request-1"), ok("{}"));
+    assert_eq!(
+        out.reply("after cancel()", "request-1").to_string(),
+        ok("{}")
+    );
     // The handler resumed (and swallowed) before the second child was even
     // cancelled; its response only went out after the cancel loop.
     let swallowed = position(&out.lines, "do_something failed");
@@ -208,7 +244,10 @@ fn gather_first_error_good_unwraps_to_cancelled_error() {
     assert!(out.traced("child 0: cancelled"));
     assert!(out.traced("child 1: cancelled"));
     assert!(!out.traced("do_something failed"));
-    assert_eq!(out.reply("after cancel()", "request-1"), Reply::Cancelled);
+    assert_eq!(
+        out.reply("after cancel()", "request-1").to_string(),
+        CANCELLED
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -220,11 +259,15 @@ fn shared_deferred_bad_fails_the_wrong_waiter_and_releases_the_others() {
     let after = "after request-2 is cancelled";
     // request-2 was cancelled, yet request-1, the first-registered waiter,
     // gets the CancelledError (the document says every waiter would)...
-    assert_eq!(out.reply(after, "request-1"), Reply::Cancelled);
+    assert_eq!(out.reply(after, "request-1").to_string(), CANCELLED);
     // ...and request-2 itself resumes at once as if the room were ready.
-    assert_eq!(out.reply(after, "request-2"), ok("room ready"));
+    assert_eq!(out.reply(after, "request-2").to_string(), ok("room ready"));
     // The cache entry is spoiled: a new request is released at once.
-    assert_eq!(out.reply("after request-3 arrives", "request-3"), ok("room ready"));
+    assert_eq!(
+        out.reply("after request-3 arrives", "request-3")
+            .to_string(),
+        ok("room ready")
+    );
     // The producer's real callback() is swallowed silently.
     assert_eq!(
         out.fact("the producer's callback()"),
@@ -236,26 +279,46 @@ fn shared_deferred_bad_fails_the_wrong_waiter_and_releases_the_others() {
 fn shared_deferred_good_stop_cancellation_fails_only_the_cancelled_waiter() {
     let out = shared_deferred_good_stop_cancellation::run();
     let after = "after request-2 is cancelled";
-    assert_eq!(out.reply(after, "request-2"), Reply::Cancelled);
-    assert_eq!(out.reply(after, "request-1"), Reply::Pending);
-    assert_eq!(out.reply("after request-3 arrives", "request-3"), Reply::Pending);
+    assert_eq!(out.reply(after, "request-2").to_string(), CANCELLED);
+    assert_eq!(out.reply(after, "request-1").to_string(), PENDING);
+    assert_eq!(
+        out.reply("after request-3 arrives", "request-3")
+            .to_string(),
+        PENDING
+    );
     assert_eq!(out.fact("the producer's callback()"), "returned normally");
-    assert_eq!(out.reply("at the end", "request-1"), ok("room ready"));
-    assert_eq!(out.reply("at the end", "request-2"), Reply::Cancelled);
-    assert_eq!(out.reply("at the end", "request-3"), ok("room ready"));
+    assert_eq!(
+        out.reply("at the end", "request-1").to_string(),
+        ok("room ready")
+    );
+    assert_eq!(out.reply("at the end", "request-2").to_string(), CANCELLED);
+    assert_eq!(
+        out.reply("at the end", "request-3").to_string(),
+        ok("room ready")
+    );
 }
 
 #[test]
 fn shared_deferred_good_own_deferred_fails_only_the_cancelled_waiter() {
     let out = shared_deferred_good_own_deferred::run();
     let after = "after request-2 is cancelled";
-    assert_eq!(out.reply(after, "request-2"), Reply::Cancelled);
-    assert_eq!(out.reply(after, "request-1"), Reply::Pending);
-    assert_eq!(out.reply("after request-3 arrives", "request-3"), Reply::Pending);
+    assert_eq!(out.reply(after, "request-2").to_string(), CANCELLED);
+    assert_eq!(out.reply(after, "request-1").to_string(), PENDING);
+    assert_eq!(
+        out.reply("after request-3 arrives", "request-3")
+            .to_string(),
+        PENDING
+    );
     // The call on the cancelled waiter's Deferred is ignored, not an error.
     assert_eq!(out.fact("the producer's callback() calls"), "ok, ok, ok");
-    assert_eq!(out.reply("at the end", "request-1"), ok("room ready"));
-    assert_eq!(out.reply("at the end", "request-3"), ok("room ready"));
+    assert_eq!(
+        out.reply("at the end", "request-1").to_string(),
+        ok("room ready")
+    );
+    assert_eq!(
+        out.reply("at the end", "request-3").to_string(),
+        ok("room ready")
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -267,7 +330,11 @@ const RESTART_REQUEST_1: &str = "Re-starting finished log context request-1";
 fn uncancelled_processing_bad_reuses_the_finished_context() {
     let out = uncancelled_processing_bad::run();
     // request-1 fails at once; its context is finished...
-    assert_eq!(out.reply("after request-1 is cancelled", "request-1"), Reply::Cancelled);
+    assert_eq!(
+        out.reply("after request-1 is cancelled", "request-1")
+            .to_string(),
+        CANCELLED
+    );
     // ...while the work it started still runs in it, brings it back and
     // logs against it.
     assert!(out.logcontext_errors.iter().any(|e| e == RESTART_REQUEST_1));
@@ -275,19 +342,36 @@ fn uncancelled_processing_bad_reuses_the_finished_context() {
     let restart = position(&out.lines, RESTART_REQUEST_1);
     assert!(restart < position(&out.lines, "done!"));
     // request-2 still gets the result.
-    assert_eq!(out.reply("after the work is done", "request-2"), ok("done"));
+    assert_eq!(
+        out.reply("after the work is done", "request-2").to_string(),
+        ok("done")
+    );
 }
 
 #[test]
 fn uncancelled_processing_good_waits_for_the_work() {
     let out = uncancelled_processing_good::run();
     // request-1 has no result until the work is done, then CancelledError.
-    assert_eq!(out.reply("after request-1 is cancelled", "request-1"), Reply::Pending);
-    assert_eq!(out.reply("after the work is done", "request-1"), Reply::Cancelled);
-    assert_eq!(out.reply("after the work is done", "request-2"), ok("done"));
+    assert_eq!(
+        out.reply("after request-1 is cancelled", "request-1")
+            .to_string(),
+        PENDING
+    );
+    assert_eq!(
+        out.reply("after the work is done", "request-1").to_string(),
+        CANCELLED
+    );
+    assert_eq!(
+        out.reply("after the work is done", "request-2").to_string(),
+        ok("done")
+    );
     // "done!" is logged while request-1 is alive; nothing is reported.
     assert!(out.traced("[request-1] done!"));
-    assert!(out.logcontext_errors.is_empty(), "{:?}", out.logcontext_errors);
+    assert!(
+        out.logcontext_errors.is_empty(),
+        "{:?}",
+        out.logcontext_errors
+    );
     // What the document leaves out: with its bare callback(), the rest of
     // do_something_else runs in the sentinel context, silently.
     assert!(out.traced("[sentinel] do_something_else: after to_resolve.callback()"));
@@ -299,7 +383,10 @@ fn uncancelled_processing_good_firing_inside_preserve_restarts_request_1() {
     // PreserveLoggingContext): request-1 finished while being resumed
     // inside do_something_else, and comes back when the block ends.
     let out = uncancelled_processing_good::run_variant(true);
-    assert_eq!(out.reply("after the work is done", "request-1"), Reply::Cancelled);
+    assert_eq!(
+        out.reply("after the work is done", "request-1").to_string(),
+        CANCELLED
+    );
     assert!(out.traced("[request-1] done!"));
     assert!(out.logcontext_errors.iter().any(|e| e == RESTART_REQUEST_1));
 }
@@ -307,11 +394,22 @@ fn uncancelled_processing_good_firing_inside_preserve_restarts_request_1() {
 #[test]
 fn uncancelled_processing_ok_runs_the_work_in_its_own_context() {
     let out = uncancelled_processing_ok::run();
-    assert_eq!(out.reply("after request-1 is cancelled", "request-1"), Reply::Cancelled);
-    assert_eq!(out.reply("after the work is done", "request-2"), ok("done"));
+    assert_eq!(
+        out.reply("after request-1 is cancelled", "request-1")
+            .to_string(),
+        CANCELLED
+    );
+    assert_eq!(
+        out.reply("after the work is done", "request-2").to_string(),
+        ok("done")
+    );
     assert!(out.traced("[do_something_else-0] done!"));
     assert!(!out.traced("request-1 (finished)"));
-    assert!(!out.logcontext_errors.iter().any(|e| e.contains("request-1")));
+    assert!(
+        !out.logcontext_errors
+            .iter()
+            .any(|e| e.contains("request-1"))
+    );
     // What the document leaves out: its bare callback() resumes request-2,
     // which leaves the sentinel current, and the process's end reports it.
     assert_eq!(
@@ -323,9 +421,20 @@ fn uncancelled_processing_ok_runs_the_work_in_its_own_context() {
 #[test]
 fn uncancelled_processing_ok_firing_inside_preserve_is_clean() {
     let out = uncancelled_processing_ok::run_variant(true);
-    assert_eq!(out.reply("after request-1 is cancelled", "request-1"), Reply::Cancelled);
-    assert_eq!(out.reply("after the work is done", "request-2"), ok("done"));
-    assert!(out.logcontext_errors.is_empty(), "{:?}", out.logcontext_errors);
+    assert_eq!(
+        out.reply("after request-1 is cancelled", "request-1")
+            .to_string(),
+        CANCELLED
+    );
+    assert_eq!(
+        out.reply("after the work is done", "request-2").to_string(),
+        ok("done")
+    );
+    assert!(
+        out.logcontext_errors.is_empty(),
+        "{:?}",
+        out.logcontext_errors
+    );
     assert!(out.traced("[do_something_else-0] do_something_else: after to_resolve.callback()"));
 }
 

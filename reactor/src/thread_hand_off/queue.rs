@@ -79,3 +79,13 @@ impl<T, N: Notify> HandOff<T, N> {
         self.notifier.notify();
     }
 }
+
+impl<T, N> std::fmt::Debug for HandOff<T, N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let queue = lock(&self.queue);
+        f.debug_struct("HandOff")
+            .field("queued", &queue.items.len())
+            .field("closed", &queue.closed)
+            .finish()
+    }
+}

@@ -10,14 +10,16 @@
 pub mod ast;
 mod features;
 pub mod parse;
+pub mod record;
 pub mod run;
 mod run_clock;
 mod run_logcontext;
 mod run_synapse;
+pub mod trace_diagram;
 pub mod values;
 
 pub use parse::{ParseError, parse};
-pub use run::{RunError, run};
+pub use run::{RunError, run, run_recorded};
 
 /// Why [`run_text`] produced no trace.
 #[derive(Debug, Clone, PartialEq, Eq)]

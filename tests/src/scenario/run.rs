@@ -76,20 +76,34 @@ pub(super) struct Env {
     /// State of the feature modules.
     #[allow(dead_code)] // read once feature modules keep state
     pub(super) features: super::features::Features,
+    /// What is recorded for pictures ([`super::record`]), when asked for.
+    recorder: RefCell<Option<super::record::Recorder>>,
 }
 
 impl Env {
     pub(super) fn line(&self, s: std::fmt::Arguments<'_>) {
+        self.record_states();
+        if let Ok(mut recorder) = self.recorder.try_borrow_mut()
+            && let Some(recorder) = recorder.as_mut()
+        {
+            recorder.lines += 1;
+        }
         let mut out = self.out.borrow_mut();
         let _ = out.write_fmt(s);
         out.push('\n');
     }
 
     pub(super) fn bind(&self, name: &str, d: D) {
-        self.first_name
+        let canonical = self
+            .first_name
             .borrow_mut()
             .entry(d.id())
-            .or_insert_with(|| name.to_owned());
+            .or_insert_with(|| name.to_owned())
+            .clone();
+        self.mark(super::record::Mark::Bind {
+            name: name.to_owned(),
+            canonical,
+        });
         self.names.borrow_mut().insert(name.to_owned(), d);
         self.order.borrow_mut().push(name.to_owned());
     }
@@ -128,6 +142,61 @@ impl Env {
     /// The logging context current now, as the trace names it.
     pub(super) fn context(&self) -> String {
         super::features::context_name(self)
+    }
+
+    /// Records `mark` if this run is recorded.
+    pub(super) fn mark(&self, mark: super::record::Mark) {
+        if let Ok(mut recorder) = self.recorder.try_borrow_mut()
+            && let Some(recorder) = recorder.as_mut()
+        {
+            recorder.mark(mark);
+        }
+    }
+
+    /// If this run is recorded, records every named Deferred whose state
+    /// changed since it was last recorded.
+    fn record_states(&self) {
+        use super::record::{Mark, Snap};
+        let Ok(mut recorder) = self.recorder.try_borrow_mut() else {
+            return;
+        };
+        let Some(recorder) = recorder.as_mut() else {
+            return;
+        };
+        let (Ok(names), Ok(first_name), Ok(order)) = (
+            self.names.try_borrow(),
+            self.first_name.try_borrow(),
+            self.order.try_borrow(),
+        ) else {
+            return;
+        };
+        // In the order the names were bound: what a Deferred gets its result
+        // from is usually bound before it.
+        let mut seen = std::collections::HashSet::new();
+        for d in order.iter().filter_map(|name| names.get(name)) {
+            let id = d.id();
+            if !seen.insert(id) {
+                continue;
+            }
+            let Some(name) = first_name.get(&id) else {
+                continue;
+            };
+            let state = match d.result() {
+                State::Pending => Snap::Pending,
+                State::Waiting(w) => Snap::Waiting(first_name.get(&w.id()).cloned()),
+                _ if d.paused() > 0 => Snap::Held,
+                State::Value(v) => Snap::Value(format_value(&v)),
+                State::Failure(f) => Snap::Failure(format_failure(&f)),
+                _ => Snap::InUse,
+            };
+            if recorder.last.get(&id) != Some(&state) {
+                recorder.last.insert(id, state.clone());
+                recorder.mark(Mark::State {
+                    name: name.clone(),
+                    state,
+                });
+            }
+        }
     }
 }
 
@@ -170,16 +239,38 @@ fn unsupported(s: &Scenario) -> Option<RunError> {
 
 /// Runs a scenario and returns its trace.
 pub fn run(s: &Scenario) -> Result<String, RunError> {
+    run_with(s, false).map(|(trace, _)| trace)
+}
+
+/// Runs a scenario and returns its trace, with what was recorded for
+/// pictures while it ran ([`super::record`]). The trace is the one [`run`]
+/// returns.
+pub fn run_recorded(s: &Scenario) -> Result<(String, super::record::Recording), RunError> {
+    run_with(s, true).map(|(trace, recording)| (trace, recording.unwrap_or_default()))
+}
+
+fn run_with(
+    s: &Scenario,
+    record: bool,
+) -> Result<(String, Option<super::record::Recording>), RunError> {
+    use super::record::{Mark, Recorder};
     if let Some(e) = unsupported(s) {
         return Err(e);
     }
     let (result, unhandled) = capture_unhandled_errors(|| {
         let tracker = Tracker::start();
         let env = Rc::new(Env::default());
+        if record {
+            *env.recorder.borrow_mut() = Some(Recorder::default());
+        }
         let runner = Runner { env: env.clone() };
         super::features::begin(&runner);
         for stmt in &s.stmts {
+            env.record_states();
+            env.mark(Mark::Op(stmt.clone()));
             runner.op(stmt);
+            env.record_states();
+            env.mark(Mark::OpEnd);
             if let Some(message) = env.invalid.borrow_mut().take() {
                 return Err(RunError::Invalid {
                     line: stmt.line,
@@ -188,6 +279,7 @@ pub fn run(s: &Scenario) -> Result<String, RunError> {
             }
         }
         runner.final_state();
+        let recording = env.recorder.borrow_mut().take().map(|r| r.recording);
         let trace = env.out.take();
         // Drop every reference; Deferreds left holding an unhandled failure
         // report it now.
@@ -198,9 +290,9 @@ pub fn run(s: &Scenario) -> Result<String, RunError> {
         // Python's final gc.collect(): whatever is still alive now is only
         // kept alive by cycles among garbage.
         tracker.collect();
-        Ok(trace)
+        Ok((trace, recording))
     });
-    let mut trace = result?;
+    let (mut trace, recording) = result?;
     let mut lines: Vec<String> = unhandled
         .iter()
         .map(|f| format!("~ unhandled {}", format_failure(f)))
@@ -210,7 +302,7 @@ pub fn run(s: &Scenario) -> Result<String, RunError> {
         trace.push_str(&l);
         trace.push('\n');
     }
-    Ok(trace)
+    Ok((trace, recording))
 }
 
 pub(super) struct Runner {
@@ -252,7 +344,10 @@ impl Runner {
                                 return Ok(());
                             };
                             env.line(format_args!("{name} canceller @{}", env.context()));
-                            run_effects(&env, &effects)
+                            env.mark(super::record::Mark::ActorStart(name.clone()));
+                            let r = run_effects(&env, &effects);
+                            env.mark(super::record::Mark::ActorEnd);
+                            r
                         })
                     }
                 };
@@ -442,7 +537,10 @@ fn run_body(
             env.context()
         )),
     }
-    if let Err(f) = run_effects(&env, effects) {
+    env.mark(super::record::Mark::ActorStart(name.to_owned()));
+    let ran = run_effects(&env, effects);
+    env.mark(super::record::Mark::ActorEnd);
+    if let Err(f) = ran {
         return Outcome::Failure(f);
     }
     compute(&env, result, input)
@@ -476,30 +574,39 @@ fn compute(env: &Env, result: &ResultTok, input: Result<AnyValue, Failure>) -> O
 /// Runs effects in order; the first that raises stops the rest.
 pub(super) fn run_effects(env: &Rc<Env>, effects: &[Effect]) -> Result<(), Failure> {
     for e in effects {
-        match e {
-            Effect::Callback(y, v) => env.get(y)?.callback(literal(v))?,
-            Effect::Errback(y, err) => env.get(y)?.errback(make_failure(err))?,
-            Effect::Cancel(y) => env.get(y)?.cancel()?,
-            Effect::Pause(y) => {
-                let d = env.get(y)?;
-                env.add_pause(&d, 1);
-                d.pause();
-            }
-            Effect::Unpause(y) => {
-                let d = env.get(y)?;
-                env.add_pause(&d, -1);
-                d.unpause();
-            }
-            Effect::Cb(y, result) => {
-                let d = env.get(y)?;
-                let body = Rc::new(Body {
-                    result: result.clone(),
-                    effects: Vec::new(),
-                });
-                add_logged(&d, y, body, Half::Callback, Rc::downgrade(env));
-            }
-            Effect::Ctx => env.line(format_args!("ctx {}", env.context())),
+        env.mark(super::record::Mark::EffectStart(e.clone()));
+        let ran = run_effect(env, e);
+        env.mark(super::record::Mark::EffectEnd);
+        ran?;
+    }
+    Ok(())
+}
+
+/// Runs one effect.
+fn run_effect(env: &Rc<Env>, e: &Effect) -> Result<(), Failure> {
+    match e {
+        Effect::Callback(y, v) => env.get(y)?.callback(literal(v))?,
+        Effect::Errback(y, err) => env.get(y)?.errback(make_failure(err))?,
+        Effect::Cancel(y) => env.get(y)?.cancel()?,
+        Effect::Pause(y) => {
+            let d = env.get(y)?;
+            env.add_pause(&d, 1);
+            d.pause();
         }
+        Effect::Unpause(y) => {
+            let d = env.get(y)?;
+            env.add_pause(&d, -1);
+            d.unpause();
+        }
+        Effect::Cb(y, result) => {
+            let d = env.get(y)?;
+            let body = Rc::new(Body {
+                result: result.clone(),
+                effects: Vec::new(),
+            });
+            add_logged(&d, y, body, Half::Callback, Rc::downgrade(env));
+        }
+        Effect::Ctx => env.line(format_args!("ctx {}", env.context())),
     }
     Ok(())
 }
@@ -534,6 +641,11 @@ async fn frame_body(weak: &Weak<Env>, name: &str, body: &[CoStmt]) -> Result<Any
                 reraise,
             } => {
                 let d = env.get(x)?;
+                let target = env.first_name.borrow().get(&d.id()).cloned();
+                env.mark(super::record::Mark::Await {
+                    frame: name.to_owned(),
+                    target: target.unwrap_or_else(|| x.clone()),
+                });
                 drop(env);
                 let outcome = d.await;
                 let Some(env) = weak.upgrade() else {
@@ -570,8 +682,17 @@ async fn frame_body(weak: &Weak<Env>, name: &str, body: &[CoStmt]) -> Result<Any
                 }
                 last = v;
             }
-            CoLine::Effects(effects) => run_effects(&env, effects)?,
-            CoLine::Ctx => env.line(format_args!("ctx {}", env.context())),
+            CoLine::Effects(effects) => {
+                env.mark(super::record::Mark::ActorStart(name.to_owned()));
+                let ran = run_effects(&env, effects);
+                env.mark(super::record::Mark::ActorEnd);
+                ran?
+            }
+            CoLine::Ctx => {
+                env.mark(super::record::Mark::ActorStart(name.to_owned()));
+                env.line(format_args!("ctx {}", env.context()));
+                env.mark(super::record::Mark::ActorEnd);
+            }
             CoLine::Return(Some(v)) => return Ok(literal(v)),
             CoLine::Return(None) => return Ok(last),
             CoLine::Raise(e) => return Err(make_failure(e)),
