@@ -22,7 +22,6 @@
 //! module.
 
 use std::cell::RefCell;
-use std::future::Future;
 use std::rc::Rc;
 
 use twisted_deferred::{AnyValue, Deferred, Failure, FirstError, ResultTypeError};
@@ -165,7 +164,12 @@ where
         // await maybe_awaitable(func(value)): the value is discarded.
         let done: Deferred<()> = func(value).into_deferred()?.add_callback(|_: U| Ok(()));
         done.await?;
-        let next = it.borrow_mut().next();
+        // next(it): re-entering the iterator from its own `next` fails, as
+        // a Python generator already executing raises ValueError.
+        let next = match it.try_borrow_mut() {
+            Ok(mut it) => it.next(),
+            Err(_) => return Err(Failure::msg("generator already executing")),
+        };
         match next {
             Some(v) => value = v,
             None => return Ok(()),
@@ -205,7 +209,7 @@ where
             return None;
         }
         taken += 1;
-        shared.borrow_mut().next()
+        shared.try_borrow_mut().ok()?.next()
     });
     let start = move |value: I::Item| {
         twisted_deferred::ensure_deferred(concurrently_execute_inner(
@@ -251,8 +255,10 @@ where
 ///     3,
 /// ));
 /// assert_eq!(waiters.borrow().len(), 3);                  // three in flight
-/// while let Some(next) = { let n = waiters.borrow_mut().pop(); n } {
-///     next.callback(()).unwrap();
+/// loop {
+///     let next = waiters.borrow_mut().pop();
+///     let Some(next) = next else { break };
+///     next.callback(()).unwrap();                        // one finishes, the next starts
 /// }
 /// assert!(d.called());
 /// ```
@@ -351,13 +357,17 @@ impl DeferredTuple for () {
 }
 
 /// The value of a gathered input as its own type.
-fn take_value<T: Clone + 'static>(value: &AnyValue) -> Result<T, Failure> {
-    value.downcast_ref::<T>().cloned().ok_or_else(|| {
-        Failure::new(ResultTypeError {
-            expected: std::any::type_name::<T>(),
-            found: value.type_name(),
+fn take_value<T: Clone + 'static>(value: Option<&AnyValue>) -> Result<T, Failure> {
+    let found = value.map_or("no value", AnyValue::type_name);
+    value
+        .and_then(|v| v.downcast_ref::<T>())
+        .cloned()
+        .ok_or_else(|| {
+            Failure::new(ResultTypeError {
+                expected: std::any::type_name::<T>(),
+                found,
+            })
         })
-    })
 }
 
 macro_rules! deferred_tuple {
@@ -369,7 +379,7 @@ macro_rules! deferred_tuple {
                 let inputs = vec![$(self.$index.as_any()),+];
                 twisted_deferred::gather_results(inputs, consume_errors).add_callback(
                     |values: Vec<AnyValue>| -> Result<Self::Output, Failure> {
-                        Ok(($(take_value::<$name>(&values[$index])?,)+))
+                        Ok(($(take_value::<$name>(values.get($index))?,)+))
                     },
                 )
             }
