@@ -13,6 +13,7 @@ pub mod cancellation;
 pub mod clock;
 pub mod event;
 pub mod gather;
+pub mod guide;
 pub mod linearizer;
 pub mod logcontext;
 pub mod observable;
