@@ -28,10 +28,19 @@ pub(crate) trait Selectable {
 
     /// `connectionLost(reason)` from `disconnectAll()` at shutdown.
     fn disconnect(self: Rc<Self>, reactor: &Reactor, reason: Failure);
+
+    /// Closes the socket and drops the protocol without telling it: the
+    /// reactor is going away and can never deliver anything again. Breaks
+    /// the cycle between a connection and its protocol (which holds the
+    /// transport).
+    fn release(&self);
 }
 
-/// A socket registered with the reactor's poller under `key`, with the
-/// readiness it is watched for.
+/// A socket owned together with its registration in the reactor's poller
+/// under `key`, and the readiness it is watched for. As in Twisted's epoll
+/// reactor, a socket watched for nothing is taken out of the poller (so a
+/// hang-up on a paused or half-closed connection is not reported until it
+/// is watched again).
 pub(crate) struct Registration<S>
 where
     for<'a> &'a S: AsRawSource + AsSource,
@@ -40,6 +49,8 @@ where
     key: usize,
     reading: Cell<bool>,
     writing: Cell<bool>,
+    /// In the poller now.
+    registered: Cell<bool>,
     socket: S,
 }
 
@@ -47,8 +58,8 @@ impl<S> Registration<S>
 where
     for<'a> &'a S: AsRawSource + AsSource,
 {
-    /// Registers `socket` (already non-blocking) under `key`, watched for
-    /// reading and/or writing.
+    /// Takes `socket` (already non-blocking) and watches it under `key`
+    /// for reading and/or writing.
     pub(crate) fn new(
         poller: Arc<Poller>,
         key: usize,
@@ -56,22 +67,36 @@ where
         reading: bool,
         writing: bool,
     ) -> io::Result<Self> {
-        // SAFETY: `Poller::add` requires the source to be deleted from the
-        // poller before it is closed. The socket is owned by the
-        // `Registration` built just below and is never moved out of it
-        // (only borrowed through `socket()`); `Drop` deletes it from this
-        // same poller before the field, and so the socket, is dropped. If
-        // `add` fails, nothing was registered.
-        unsafe {
-            poller.add_with_mode(&socket, Event::new(key, reading, writing), PollMode::Level)?;
-        }
-        Ok(Registration {
+        let registration = Registration {
             poller,
             key,
             reading: Cell::new(reading),
             writing: Cell::new(writing),
+            registered: Cell::new(false),
             socket,
-        })
+        };
+        if reading || writing {
+            registration.add()?;
+        }
+        Ok(registration)
+    }
+
+    /// Adds the socket to the poller.
+    fn add(&self) -> io::Result<()> {
+        let interest = Event::new(self.key, self.reading.get(), self.writing.get());
+        // SAFETY: `Poller::add` requires the source to be deleted from the
+        // poller before it is closed. The socket is owned by this
+        // `Registration` and never moved out of it (only borrowed through
+        // `socket()`), so it is closed only when the `Registration` is
+        // dropped; `Drop` first deletes it from this same poller whenever
+        // `registered` says it was added (and `update` deletes it before
+        // clearing that flag). If `add` fails, nothing was registered.
+        unsafe {
+            self.poller
+                .add_with_mode(&self.socket, interest, PollMode::Level)?;
+        }
+        self.registered.set(true);
+        Ok(())
     }
 
     /// The key events for this socket carry.
@@ -109,12 +134,29 @@ where
     }
 
     fn update(&self) {
-        let interest = Event::new(self.key, self.reading.get(), self.writing.get());
-        if let Err(e) = self
-            .poller
-            .modify_with_mode(&self.socket, interest, PollMode::Level)
-        {
-            log::error!("could not change what socket {} is watched for: {e}", self.key);
+        let (reading, writing) = (self.reading.get(), self.writing.get());
+        let outcome = if !reading && !writing {
+            if self.registered.get() {
+                let deleted = self.poller.delete(&self.socket);
+                if deleted.is_ok() {
+                    self.registered.set(false);
+                }
+                deleted
+            } else {
+                Ok(())
+            }
+        } else if self.registered.get() {
+            let interest = Event::new(self.key, reading, writing);
+            self.poller
+                .modify_with_mode(&self.socket, interest, PollMode::Level)
+        } else {
+            self.add()
+        };
+        if let Err(e) = outcome {
+            log::error!(
+                "could not change what socket {} is watched for: {e}",
+                self.key
+            );
         }
     }
 }
@@ -125,8 +167,10 @@ where
 {
     fn drop(&mut self) {
         // Must happen before `self.socket` is dropped (and closed): see the
-        // SAFETY comment in `new`.
-        if let Err(e) = self.poller.delete(&self.socket) {
+        // SAFETY comment in `add`.
+        if self.registered.get()
+            && let Err(e) = self.poller.delete(&self.socket)
+        {
             log::error!("could not stop watching socket {}: {e}", self.key);
         }
     }

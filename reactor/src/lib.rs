@@ -63,7 +63,7 @@
 //! | [`tcp`] | `twisted.internet.tcp` |
 //! | [`protocol`] | `twisted.internet.protocol` |
 //! | [`error`] | `twisted.internet.error` |
-//! | [`defer_later`], [`looping_call`] | `task.deferLater`, `task.LoopingCall` |
+//! | [`defer_later`](mod@defer_later), [`looping_call`] | `task.deferLater`, `task.LoopingCall` |
 
 #![warn(missing_docs)]
 

@@ -56,7 +56,7 @@ impl Notify for PollerNotify {
 pub(crate) type SharedHandOff = Arc<HandOff<ThreadCall, PollerNotify>>;
 
 /// The `Send + Sync` handle other threads use to reach a
-/// [`Reactor`](crate::Reactor): Twisted's `reactor.callFromThread`.
+/// [`Reactor`]: Twisted's `reactor.callFromThread`.
 /// Cloning it is cheap; it does not keep the reactor alive.
 ///
 /// ```

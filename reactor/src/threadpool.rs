@@ -37,6 +37,12 @@ type Job = Box<dyn FnOnce() + Send>;
 /// What a function run by [`ThreadPool::call_in_thread_with_callback`]
 /// produced: its value, or the payload of its panic (Python's
 /// `(success, result)` pair).
+///
+/// ```
+/// use twisted_reactor::ThreadResult;
+/// fn on_result(r: ThreadResult<u32>) -> bool { r.is_ok() }          // def onResult(success, result)
+/// assert!(on_result(Ok(1)));
+/// ```
 pub type ThreadResult<R> = Result<R, Box<dyn Any + Send>>;
 
 struct State {
@@ -64,6 +70,16 @@ struct Shared {
 }
 
 /// A pool of threads for blocking work: Twisted's `ThreadPool`.
+///
+/// ```
+/// use std::sync::mpsc;
+/// let pool = twisted_reactor::ThreadPool::new(0, 2, "work").unwrap();  // ThreadPool(0, 2, "work")
+/// pool.start();
+/// let (tx, rx) = mpsc::channel();
+/// pool.call_in_thread(move || tx.send(std::thread::current().name().map(String::from)).unwrap()).unwrap();
+/// assert!(rx.recv().unwrap().unwrap().starts_with("PoolThread-work-"));
+/// pool.stop();
+/// ```
 #[derive(Clone)]
 pub struct ThreadPool {
     shared: Arc<Shared>,

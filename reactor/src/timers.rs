@@ -14,6 +14,23 @@
 //! As in Twisted, a call scheduled (or moved) while the reactor is running
 //! its due calls waits for the next iteration even if it is already due:
 //! a zero-delay call that reschedules itself cannot starve I/O.
+//!
+//! ```
+//! use std::{cell::RefCell, rc::Rc};
+//! use twisted_reactor::Reactor;
+//!
+//! let reactor = Reactor::new().unwrap();
+//! let log = Rc::new(RefCell::new(Vec::new()));
+//! let (l, r) = (log.clone(), reactor.clone());
+//! // reactor.callLater(0, lambda: reactor.callLater(0, log.append, "next"))
+//! reactor.call_later(0.0, move || {
+//!     r.call_later(0.0, move || l.borrow_mut().push("next")).unwrap();
+//! }).unwrap();
+//! reactor.iterate(0.0).unwrap();
+//! assert!(log.borrow().is_empty());                                 // not in the same iteration
+//! reactor.iterate(0.0).unwrap();
+//! assert_eq!(*log.borrow(), ["next"]);
+//! ```
 
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
