@@ -76,6 +76,36 @@ thread_local! {
 /// [`run_wakeups`].
 static REMOTE_WAKES: Mutex<Vec<(ThreadId, u64)>> = Mutex::new(Vec::new());
 
+/// Wakes a thread's event loop from another thread (see
+/// [`set_remote_wake_notifier`]).
+pub type WakeNotifier = Arc<dyn Fn() + Send + Sync>;
+
+/// Per thread, what wakes its event loop when a coroutine of that thread is
+/// woken from elsewhere.
+static NOTIFIERS: Mutex<Vec<(ThreadId, WakeNotifier)>> = Mutex::new(Vec::new());
+
+/// Registers `notifier` as what wakes this thread's event loop when a
+/// coroutine running here is woken from another thread (the loop then calls
+/// [`run_wakeups`]); `None` removes it. The reactor registers one for its
+/// thread.
+///
+/// ```
+/// use std::sync::{Arc, atomic::{AtomicBool, Ordering}};
+/// let woken = Arc::new(AtomicBool::new(false));
+/// let w = woken.clone();
+/// twisted_deferred::set_remote_wake_notifier(Some(Arc::new(move || w.store(true, Ordering::SeqCst))));
+/// # twisted_deferred::set_remote_wake_notifier(None);
+/// ```
+pub fn set_remote_wake_notifier(notifier: Option<WakeNotifier>) {
+    let me = std::thread::current().id();
+    if let Ok(mut all) = NOTIFIERS.lock() {
+        all.retain(|(t, _)| *t != me);
+        if let Some(n) = notifier {
+            all.push((me, n));
+        }
+    }
+}
+
 impl Drop for Coroutine {
     fn drop(&mut self) {
         let id = self.id;
@@ -283,8 +313,18 @@ impl Wake for CoroutineWaker {
     fn wake_by_ref(self: &Arc<Self>) {
         if std::thread::current().id() == self.thread {
             wake_here(self.id);
-        } else if let Ok(mut queue) = REMOTE_WAKES.lock() {
+            return;
+        }
+        if let Ok(mut queue) = REMOTE_WAKES.lock() {
             queue.push((self.thread, self.id));
+        }
+        let notifier = NOTIFIERS.lock().ok().and_then(|all| {
+            all.iter()
+                .find(|(t, _)| *t == self.thread)
+                .map(|(_, n)| n.clone())
+        });
+        if let Some(notify) = notifier {
+            notify();
         }
     }
 }

@@ -91,7 +91,10 @@ mod unhandled;
 mod value;
 
 pub use chain::MAX_NESTING;
-pub use coroutine::{DeferredFuture, ensure_deferred, from_future, run_wakeups};
+pub use coroutine::{
+    DeferredFuture, WakeNotifier, ensure_deferred, from_future, run_wakeups,
+    set_remote_wake_notifier,
+};
 pub use deferred::{CancelResult, Deferred, Outcome, State};
 pub use errors::{
     AlreadyCalledError, AssertionError, CancelledError, FirstError,

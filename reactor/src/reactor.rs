@@ -87,13 +87,6 @@ use crate::triggers::{self, Phase, TriggerId, TriggerResult, Triggers, trigger_f
 /// most `epoll_wait` takes.
 const LONGEST_SLEEP: f64 = 2_147_483.0;
 
-/// How long the loop sleeps at most while nothing else wakes it, so that
-/// coroutines woken from other threads through the core's own wakers
-/// (which cannot wake the loop yet) resume within this delay. Futures
-/// turned into Deferreds with [`Reactor::defer_future`] wake the loop at
-/// once.
-const FOREIGN_WAKE_INTERVAL: f64 = 0.01;
-
 /// The default thread pool and its two triggers (Twisted's `threadpool`,
 /// `_threadpoolStartupID`, `threadpoolShutdownID`).
 struct DefaultPool {
@@ -186,6 +179,12 @@ impl Reactor {
                 tasks: RefCell::new(HashMap::new()),
             }),
         };
+        // Coroutines of this thread woken from elsewhere wake the loop,
+        // which then resumes them (`run_wakeups`).
+        let notify = reactor.inner.poller.clone();
+        twisted_deferred::set_remote_wake_notifier(Some(std::sync::Arc::new(move || {
+            let _ = notify.notify();
+        })));
         // ReactorBase.__init__'s own triggers.
         reactor.add_really_start_running();
         let weak = reactor.downgrade();
@@ -693,8 +692,7 @@ impl Reactor {
     /// `timeout()`: how long the loop may sleep.
     fn timeout(&self) -> Option<f64> {
         let next = self.inner.timers.time_until_next(self.seconds());
-        let cap = next.map_or(LONGEST_SLEEP, |t| t.min(LONGEST_SLEEP));
-        Some(cap.min(FOREIGN_WAKE_INTERVAL))
+        Some(next.map_or(LONGEST_SLEEP, |t| t.min(LONGEST_SLEEP)))
     }
 
     /// `doIteration(timeout)`: waits for I/O (or a wake-up) at most

@@ -697,3 +697,38 @@ fn triggers_and_timed_calls_may_fail_with_any_error_type() {
         "{logs:?}"
     );
 }
+
+/// A coroutine awaiting a future completed on another thread resumes on the
+/// reactor thread as soon as it is woken: the wake wakes the sleeping loop,
+/// with no timer pending to keep it awake.
+#[test]
+fn a_coroutine_woken_from_another_thread_wakes_the_sleeping_loop() {
+    let reactor = twisted_reactor::Reactor::new().unwrap();
+    let (tx, rx) = futures::channel::oneshot::channel::<u32>();
+    let r = reactor.clone();
+    let d = twisted_deferred::ensure_deferred(async move {
+        let v = rx.await.map_err(twisted_deferred::Failure::new)?;
+        let _ = r.stop();
+        Ok::<_, twisted_deferred::Failure>(v * 2)
+    });
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let _ = tx.send(21);
+    });
+    // A watchdog, only so that a regression fails instead of hanging.
+    let handle = reactor.handle();
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        let _ = handle.call_from_thread(|r| {
+            let _ = r.stop();
+        });
+    });
+    reactor.run().unwrap();
+    sender.join().unwrap();
+    assert_eq!(
+        d.result().value(),
+        Some(42),
+        "resumed by the wake, not the watchdog"
+    );
+    drop(watchdog);
+}
