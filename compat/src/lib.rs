@@ -1,10 +1,14 @@
 //! The names a porter types: Twisted's `twisted.internet.defer` functions
-//! and Synapse's cancellation helpers (`ObservableDeferred`,
-//! `stop_cancellation`, `delay_cancellation`, logging contexts, …) on top of
-//! [`twisted_deferred`].
+//! and Synapse's cancellation machinery on top of [`twisted_deferred`]:
+//! logging contexts ([`logcontext`], [`background_process`]),
+//! [`ObservableDeferred`], [`stop_cancellation`], [`delay_cancellation`],
+//! [`timeout_deferred`], Synapse's [`Clock`] wrapper, [`Linearizer`],
+//! [`ReadWriteLock`], the gathering helpers ([`gather`]),
+//! [`AwakenableSleeper`], [`DeferredEvent`], [`ResponseCache`]. Names and
+//! argument order follow Synapse's, so a port reads line for line.
 //!
-//! So far this crate re-exports the core under Twisted's names; Synapse's
-//! helpers are not built yet (see the README).
+//! [`guide`] walks a Twisted user through Deferreds, cancellation and
+//! logging contexts, with runnable examples (`compat/examples/`).
 
 #![warn(missing_docs)]
 

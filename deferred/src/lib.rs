@@ -47,11 +47,15 @@
 //! * **Memory.** Deferreds are reference counted. A Deferred waiting on
 //!   another and the one it waits on point at each other until the inner one
 //!   fires (the inner one must keep the outer alive to deliver its result,
-//!   and the outer one keeps the inner alive to forward `cancel()`). Once it
-//!   fires, both are freed as soon as their handles are gone. A waiting pair
-//!   whose inner Deferred never fires and whose handles are all dropped is a
-//!   reference cycle: Python's garbage collector would reclaim it, Rust does
-//!   not; fire or cancel Deferreds you abandon.
+//!   and the outer one keeps the inner alive to forward `cancel()`), and so
+//!   do the two ends of `chain_deferred`. When the last handle to such a
+//!   group goes away, a small collector notices that only their own links
+//!   keep them alive and frees them, reporting their unhandled failures as
+//!   Python's garbage collector would. Cycles through other objects (a
+//!   callback capturing its own Deferred, a suspended coroutine holding the
+//!   Deferreds it awaits, a `DeferredList` whose input never fires) stay
+//!   alive until they fire; fire or cancel Deferreds you abandon, or, in
+//!   tests, free them with [`tracking::Tracker`].
 //!
 //! # Map from Twisted
 //!
@@ -68,6 +72,13 @@
 //! | `CancelledError`, `AlreadyCalledError`, `TimeoutError`, `FirstError` | [`CancelledError`], [`AlreadyCalledError`], [`TimeoutError`], [`FirstError`] |
 //! | raising in a callback | returning `Err(failure)` (or `?`), or panicking |
 //! | "Unhandled error in Deferred" | [`set_unhandled_error_hook`], the `log` facade |
+//! | `ensureDeferred(coro)`, `Deferred.fromCoroutine`, `await d` | [`ensure_deferred`], [`Deferred::from_coroutine`], `d.await` |
+//! | `Deferred.fromFuture` | [`from_future`] |
+//! | `DeferredList`, `gatherResults`, `race`, `FailureGroup` | [`DeferredList`], [`gather_results`], [`race`], [`FailureGroup`] |
+//! | `d.addTimeout(t, clock)` | [`Deferred::add_timeout`] (any [`time::ReactorTime`]) |
+//! | `DeferredLock`, `DeferredSemaphore`, `DeferredQueue` | [`DeferredLock`], [`DeferredSemaphore`], [`DeferredQueue`] |
+//! | `setDebugging(True)` | [`debug::set_debugging`] |
+//! | `gc.collect()` (for tests) | [`tracking::Tracker`] |
 
 #![warn(missing_docs)]
 
