@@ -127,6 +127,7 @@ thread_local! {
 impl ForwardTarget {
     fn new(source: &Rc<Inner>, target: Rc<Inner>) -> Self {
         target.forwarded_to.set(target.forwarded_to.get() + 1);
+        target.graph_refs.set(target.graph_refs.get() + 1);
         let source = Rc::downgrade(source);
         let _ = FORWARD_SOURCES.try_with(|t| {
             t.borrow_mut()
@@ -144,6 +145,7 @@ impl ForwardTarget {
     fn detach(&mut self) -> Option<Rc<Inner>> {
         let target = self.target.take()?;
         target.forwarded_to.set(target.forwarded_to.get() - 1);
+        target.graph_refs.set(target.graph_refs.get() - 1);
         let key = Rc::as_ptr(&target) as usize;
         let _ = FORWARD_SOURCES.try_with(|t| {
             let mut table = t.borrow_mut();
@@ -267,6 +269,9 @@ pub(crate) struct Inner {
     forwarded_to: Cell<u32>,
     /// How many [`Link::Forward`] entries `links` holds.
     forwards: Cell<u32>,
+    /// `continuations + waits + forwarded_to`: non-zero exactly when this
+    /// Deferred is in the wait graph (one load for the collector's gate).
+    graph_refs: Cell<u32>,
     /// Twisted's `_debugInfo is not None`: set once a run ended on a
     /// failure (awaiting a failed Deferred asserts it, see
     /// `take_awaited_failure`).
@@ -298,6 +303,7 @@ impl Inner {
             waits: Cell::new(false),
             forwarded_to: Cell::new(0),
             forwards: Cell::new(0),
+            graph_refs: Cell::new(0),
             has_debug_info: Cell::new(false),
             class: Cell::new("Deferred"),
             debug: Cell::new(None),
@@ -671,10 +677,13 @@ fn run_loop(first: Rc<Inner>, mut resume: bool) {
 #[inline(never)]
 fn hand_off(current: &Inner, waiter: &Inner) {
     current.continuations.set(current.continuations.get() - 1);
+    current.graph_refs.set(current.graph_refs.get() - 1);
     let result = current.slot.replace(Slot::none());
     drop(current.unhandled.take());
     let old = waiter.slot.replace(result);
-    waiter.waits.set(false);
+    if waiter.waits.replace(false) {
+        waiter.graph_refs.set(waiter.graph_refs.get() - 1);
+    }
     waiter.paused.set(waiter.paused.get() - 1);
     drop(old);
 }
@@ -723,8 +732,18 @@ fn finish(current: &Inner) {
 
 /// Stores what a link produced; for a returned Deferred, takes its result if
 /// it has one available, else starts waiting on it.
-#[inline]
+#[inline(always)]
 fn apply(current: &Rc<Inner>, output: Slot) -> Flow {
+    if let Slot::Deferred(_) = output {
+        return apply_deferred(current, output);
+    }
+    current.set_slot(output);
+    Flow::Next
+}
+
+/// [`apply`] for a link that returned a Deferred.
+#[inline(never)]
+fn apply_deferred(current: &Rc<Inner>, output: Slot) -> Flow {
     let Slot::Deferred(returned) = output else {
         current.set_slot(output);
         return Flow::Next;
@@ -749,8 +768,11 @@ fn apply(current: &Rc<Inner>, output: Slot) -> Flow {
         // Wait for it (B30).
         current.paused.set(current.paused.get() + 1);
         current.set_chained_to(&returned);
-        current.waits.set(true);
+        if !current.waits.replace(true) {
+            current.graph_refs.set(current.graph_refs.get() + 1);
+        }
         returned.continuations.set(returned.continuations.get() + 1);
+        returned.graph_refs.set(returned.graph_refs.get() + 1);
         returned
             .links
             .borrow_mut()
@@ -805,7 +827,7 @@ impl Inner {
     /// reference cycles.
     #[inline]
     pub(crate) fn in_wait_graph(&self) -> bool {
-        self.continuations.get() != 0 || self.waits.get() || self.forwarded_to.get() != 0
+        self.graph_refs.get() != 0
     }
 
     /// The most references to this Deferred the wait graph can hold: one per
@@ -934,6 +956,7 @@ fn collect_walk(x: &Rc<Inner>, dropping: usize) {
         *links = kept;
         n.continuations.set(0);
         n.waits.set(false);
+        n.graph_refs.set(n.forwarded_to.get());
     }
     drop(cut);
     drop(cut_links);
@@ -969,6 +992,7 @@ pub(crate) fn tear_down(inner: &Inner) {
     inner.continuations.set(0);
     inner.forwards.set(0);
     inner.waits.set(false);
+    inner.graph_refs.set(inner.forwarded_to.get());
     let holds_deferred = matches!(*inner.slot.borrow(), Slot::Deferred(_));
     let slot = holds_deferred.then(|| inner.slot.replace(Slot::none()));
     let canceller = inner.canceller.take();
