@@ -40,6 +40,39 @@
 //! report never changes what happens: the switch it complains about takes
 //! place anyway.
 //!
+//! What Synapse logs rather than reports is logged here too, at error level
+//! through the [`log`] facade: CPU time going backwards ("utime went
+//! backwards! …", counted as 0) and a background process's context started
+//! or exited after its process ended ("Background process re-entered
+//! without a proc: …", "… exited without a proc: …").
+//!
+//! # Resource accounting
+//!
+//! Each context accounts the resources used while it is current: CPU time
+//! from the thread's CPU clock, read once per switch by
+//! [`set_current_context`] and shared by the `stop` of the old context and
+//! the `start` of the new one (see [`get_thread_resource_usage`] for the
+//! clock), and the database counters code reports
+//! ([`LoggingContext::add_database_transaction`],
+//! [`LoggingContext::add_database_scheduled`],
+//! [`LoggingContext::record_event_fetch`]). Everything recorded is added at
+//! once to the context and to each of its ancestors
+//! ([`LoggingContext::parent_context`]); [`LoggingContext::get_resource_usage`]
+//! returns a copy that includes the period running now.
+//!
+//! ```
+//! use twisted_compat::LoggingContext;
+//!
+//! let request = LoggingContext::new("GET-1", "example.com");
+//! // with LoggingContext(name="GET-1-db", server_name=..., parent_context=request) as db:
+//! let db = LoggingContext::builder("GET-1-db", "example.com").parent_context(&request).build();
+//! let scope = db.entered();
+//! db.add_database_transaction(0.25).unwrap();          //     db.add_database_transaction(0.25)
+//! drop(scope);
+//! assert_eq!(request.get_resource_usage().db_txn_count, 1);   // credited to the parent at once
+//! assert!(db.get_resource_usage().ru_utime >= 0.0);
+//! ```
+//!
 //! # Threads
 //!
 //! Contexts are reference counted with [`Rc`] and therefore bound to the
@@ -47,14 +80,19 @@
 //! ("Started logcontext X on different thread"): here the compiler enforces
 //! it. Each thread has its own current context.
 //!
-//! # Resource accounting
+//! [`defer_to_thread`] and [`defer_to_threadpool`] run a function on a
+//! worker thread in a context of its own, the child of the caller's. A
+//! context cannot cross threads, so the child is made on the worker from a
+//! `Send` description of the caller's (name, server name, request) and its
+//! usage is added to the caller's context, and its ancestors, back on the
+//! reactor thread, before the returned Deferred fires; see
+//! [`defer_to_threadpool`].
 //!
-//! Synapse also accounts CPU time and database usage to the current context.
-//! That is not part of this module: [`LoggingContext::start`] and
-//! [`LoggingContext::stop`] record only whether the context is running, which
-//! is what the misuse checks need; a CPU snapshot taken in
-//! [`set_current_context`] and shared by the `stop` and `start` it makes is
-//! where accounting attaches.
+//! # Log records
+//!
+//! [`LoggingContextFilter`] wraps a [`log::Log`] and adds the current
+//! context's name (as `request`), server name and request attributes to
+//! each record's key-values, as Synapse's `LoggingContextFilter` does.
 //!
 //! # Map from Synapse
 //!
@@ -72,7 +110,15 @@
 //! | `run_coroutine_in_background(coro)` | [`run_coroutine_in_background`] |
 //! | `logcontext_error(msg)` | [`logcontext_error`], [`LogcontextError`] |
 //! | `run_as_background_process(desc, server_name, func)` | [`run_as_background_process`](crate::run_as_background_process) |
+//! | `BackgroundProcessLoggingContext(name=, server_name=, instance_id=)` | [`background_process_logging_context`](crate::background_process::background_process_logging_context) |
 //! | `ContextRequest` | [`ContextRequest`] |
+//! | `ContextResourceUsage` | [`ContextResourceUsage`] |
+//! | `ctx.start(rusage)`, `ctx.stop(rusage)` | [`LoggingContext::start_with`], [`LoggingContext::stop_with`] ([`LoggingContext::start`], [`LoggingContext::stop`] read the clock) |
+//! | `get_thread_resource_usage()` | [`get_thread_resource_usage`], [`ThreadCpuUsage`] |
+//! | `ctx.get_resource_usage()`, `ctx.add_cputime(u, s)` | [`LoggingContext::get_resource_usage`], [`LoggingContext::add_cputime`] |
+//! | `ctx.add_database_transaction(s)`, `ctx.add_database_scheduled(s)`, `ctx.record_event_fetch(n)` | [`LoggingContext::add_database_transaction`], [`LoggingContext::add_database_scheduled`], [`LoggingContext::record_event_fetch`] |
+//! | `defer_to_thread(reactor, f)`, `defer_to_threadpool(reactor, pool, f)` | [`defer_to_thread`], [`defer_to_threadpool`] |
+//! | `LoggingContextFilter()` | [`LoggingContextFilter::wrap`] |
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -81,6 +127,20 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 
 use twisted_deferred::{Deferred, Failure, ensure_deferred, fail, succeed};
+
+use crate::background_process::ProcessSlot;
+
+mod filter;
+mod resource_usage;
+mod threads;
+
+pub use filter::LoggingContextFilter;
+pub use resource_usage::{
+    ContextResourceUsage, InvalidDurationError, ThreadCpuUsage, get_thread_resource_usage,
+};
+pub use threads::{defer_to_thread, defer_to_threadpool};
+
+use resource_usage::cputime_delta;
 
 /// The attributes of the HTTP request a context works for: Synapse's
 /// `ContextRequest`. A child context shares its parent's.
@@ -138,9 +198,14 @@ struct ContextInner {
     previous: LoggingContextOrSentinel,
     request: RefCell<Option<Rc<ContextRequest>>>,
     finished: Cell<bool>,
-    /// `start` ran without a matching `stop` (Synapse: a start snapshot is
-    /// recorded).
-    running: Cell<bool>,
+    /// Synapse's `usage_start`: the thread CPU snapshot taken by `start`,
+    /// until the matching `stop` (the context is running).
+    usage_start: Cell<Option<ThreadCpuUsage>>,
+    /// Synapse's `_resource_usage`: what was accounted so far.
+    usage: Cell<ContextResourceUsage>,
+    /// Set on a background process's context: Synapse's
+    /// `BackgroundProcessLoggingContext._proc`.
+    background: Option<ProcessSlot>,
 }
 
 /// A logging context: Synapse's `LoggingContext`.
@@ -188,6 +253,7 @@ pub struct LoggingContextBuilder {
     server_name: String,
     parent: Option<LoggingContext>,
     request: Option<Rc<ContextRequest>>,
+    background: Option<ProcessSlot>,
 }
 
 impl LoggingContextBuilder {
@@ -225,6 +291,13 @@ impl LoggingContextBuilder {
         self
     }
 
+    /// Makes the context a background process's (Synapse's
+    /// `BackgroundProcessLoggingContext`).
+    pub(crate) fn background(mut self, slot: ProcessSlot) -> Self {
+        self.background = Some(slot);
+        self
+    }
+
     /// Creates the context. Its previous context is the one current now.
     ///
     /// ```
@@ -246,7 +319,9 @@ impl LoggingContextBuilder {
                 previous: current_context(),
                 request: RefCell::new(request),
                 finished: Cell::new(false),
-                running: Cell::new(false),
+                usage_start: Cell::new(None),
+                usage: Cell::new(ContextResourceUsage::default()),
+                background: self.background,
             }),
         }
     }
@@ -287,6 +362,7 @@ impl LoggingContext {
             server_name: server_name.into(),
             parent: None,
             request: None,
+            background: None,
         }
     }
 
@@ -406,7 +482,8 @@ impl LoggingContext {
     /// creation current again, whichever context is current now, and marks
     /// this one finished. If this context was not the current one, reports
     /// [`LogcontextError::UnexpectedContext`] (after the switch, which may
-    /// itself report bringing back a finished context).
+    /// itself report bringing back a finished context). The switch stops
+    /// this context, which accounts its last period of CPU time.
     ///
     /// ```
     /// use twisted_compat::{capture_logcontext_errors, current_context, LoggingContext};
@@ -428,6 +505,9 @@ impl LoggingContext {
             });
         }
         self.inner.finished.set(true);
+        if let Some(slot) = &self.inner.background {
+            slot.exited(self);
+        }
     }
 
     /// `with ctx:`: enters the context now and exits it when the returned
@@ -450,12 +530,12 @@ impl LoggingContext {
         }
     }
 
-    /// `ctx.start(rusage)`: records that the context is running. Called by
-    /// [`set_current_context`] on the context it switches to; call it
-    /// yourself only to reproduce Synapse's checks. A finished context is
-    /// reported ([`LogcontextError::RestartFinished`]) and not marked
-    /// running; one already running is reported
-    /// ([`LogcontextError::RestartActive`]).
+    /// `ctx.start(rusage)` with the thread's CPU clock read now
+    /// ([`start_with`](Self::start_with)`(`[`get_thread_resource_usage`]`())`).
+    /// Called by [`set_current_context`] on the context it switches to; call
+    /// it yourself only to reproduce Synapse's checks. A finished context is
+    /// reported ([`LogcontextError::RestartFinished`]) and not started; one
+    /// already running is reported ([`LogcontextError::RestartActive`]).
     ///
     /// ```
     /// use twisted_compat::{capture_logcontext_errors, LogcontextError, LoggingContext};
@@ -468,24 +548,57 @@ impl LoggingContext {
     /// assert!(matches!(&errors[..], [LogcontextError::RestartActive { .. }]));
     /// ```
     pub fn start(&self) {
+        self.start_with(get_thread_resource_usage());
+    }
+
+    /// `ctx.start(rusage)`: records that the context is running from the
+    /// thread CPU snapshot `rusage` on.
+    ///
+    /// * A finished context is reported ([`LogcontextError::RestartFinished`])
+    ///   and left stopped: nothing is accounted to it until it is started
+    ///   again (Synapse 1.163's behaviour).
+    /// * A context already running is reported
+    ///   ([`LogcontextError::RestartActive`]) and keeps its first snapshot.
+    /// * `None` (a platform without a thread CPU clock) records nothing.
+    ///
+    /// A background process's context that has ended also logs "Background
+    /// process re-entered without a proc" at error level.
+    ///
+    /// ```
+    /// use twisted_compat::{LoggingContext, ThreadCpuUsage};
+    /// let ctx = LoggingContext::new("job", "hs");
+    /// ctx.start_with(Some(ThreadCpuUsage { ru_utime: 1.0, ru_stime: 1.0 }));   // ctx.start((1.0, 1.0))
+    /// ctx.stop_with(Some(ThreadCpuUsage { ru_utime: 3.0, ru_stime: 1.5 }));    // ctx.stop((3.0, 1.5))
+    /// let used = ctx.get_resource_usage();
+    /// assert_eq!((used.ru_utime, used.ru_stime), (2.0, 0.5));
+    /// ```
+    pub fn start_with(&self, rusage: Option<ThreadCpuUsage>) {
+        self.record_start(rusage);
+        if let Some(slot) = &self.inner.background {
+            slot.started(self);
+        }
+    }
+
+    fn record_start(&self, rusage: Option<ThreadCpuUsage>) {
         if self.finished() {
             logcontext_error(LogcontextError::RestartFinished {
                 context: self.clone(),
             });
             return;
         }
-        if self.inner.running.get() {
+        if self.inner.usage_start.get().is_some() {
             logcontext_error(LogcontextError::RestartActive {
                 context: self.clone(),
             });
         } else {
-            self.inner.running.set(true);
+            self.inner.usage_start.set(rusage);
         }
     }
 
-    /// `ctx.stop(rusage)`: records that the context stopped running. Called
-    /// by [`set_current_context`] on the context it switches away from. A
-    /// context that was not running is reported
+    /// `ctx.stop(rusage)` with the thread's CPU clock read now
+    /// ([`stop_with`](Self::stop_with)`(`[`get_thread_resource_usage`]`())`).
+    /// Called by [`set_current_context`] on the context it switches away
+    /// from. A context that was not running is reported
     /// ([`LogcontextError::StopWithoutStart`]).
     ///
     /// ```
@@ -495,12 +608,178 @@ impl LoggingContext {
     /// assert!(matches!(&errors[..], [LogcontextError::StopWithoutStart { .. }]));
     /// ```
     pub fn stop(&self) {
-        if self.inner.running.get() {
-            self.inner.running.set(false);
-        } else {
-            logcontext_error(LogcontextError::StopWithoutStart {
+        self.stop_with(get_thread_resource_usage());
+    }
+
+    /// `ctx.stop(rusage)`: records that the context stopped running at the
+    /// thread CPU snapshot `rusage`, and accounts the CPU time since its
+    /// start to it and its ancestors ([`add_cputime`](Self::add_cputime)).
+    /// A part of the time that went backwards is logged at error level
+    /// ("utime went backwards! …") and counted as 0. A context that was not
+    /// running is reported ([`LogcontextError::StopWithoutStart`]); `None`
+    /// (no clock) forgets the start snapshot and reports nothing.
+    ///
+    /// ```
+    /// use twisted_compat::{LoggingContext, ThreadCpuUsage};
+    /// let parent = LoggingContext::new("req", "hs");
+    /// let child = LoggingContext::builder("req-1", "hs").parent_context(&parent).build();
+    /// child.start_with(Some(ThreadCpuUsage { ru_utime: 5.0, ru_stime: 5.0 }));   // child.start((5.0, 5.0))
+    /// child.stop_with(Some(ThreadCpuUsage { ru_utime: 4.0, ru_stime: 6.0 }));    // child.stop((4.0, 6.0))
+    /// let used = parent.get_resource_usage();
+    /// assert_eq!((used.ru_utime, used.ru_stime), (0.0, 1.0));   // utime went backwards: 0
+    /// ```
+    pub fn stop_with(&self, rusage: Option<ThreadCpuUsage>) {
+        let Some(rusage) = rusage else {
+            self.inner.usage_start.set(None);
+            return;
+        };
+        match self.inner.usage_start.take() {
+            Some(start) => {
+                let (utime, stime) = cputime_delta(start, rusage);
+                self.add_cputime(utime, stime);
+            }
+            None => logcontext_error(LogcontextError::StopWithoutStart {
                 context: self.clone(),
+            }),
+        }
+    }
+
+    /// `ctx.get_resource_usage()`: a copy of what this context used so far,
+    /// its children's usage included, and, while it is running, the CPU
+    /// time of the current period.
+    ///
+    /// ```
+    /// use twisted_compat::{get_thread_resource_usage, LoggingContext};
+    /// let ctx = LoggingContext::new("req", "hs");
+    /// let _scope = ctx.entered();
+    /// let start = get_thread_resource_usage().unwrap();
+    /// while get_thread_resource_usage().unwrap().total() - start.total() < 0.002 {
+    ///     std::hint::black_box(0);                        // burn CPU
+    /// }
+    /// let used = ctx.get_resource_usage();               // ctx.get_resource_usage()
+    /// assert!(used.ru_utime + used.ru_stime > 0.0);       // the period running now counts
+    /// ```
+    pub fn get_resource_usage(&self) -> ContextResourceUsage {
+        let mut usage = self.inner.usage.get();
+        if let Some(start) = self.inner.usage_start.get()
+            && let Some(now) = get_thread_resource_usage()
+        {
+            let (utime, stime) = cputime_delta(start, now);
+            usage.ru_utime += utime;
+            usage.ru_stime += stime;
+        }
+        usage
+    }
+
+    /// `ctx.add_cputime(utime_delta, stime_delta)`: adds CPU time to this
+    /// context and every ancestor, as it is. [`stop_with`](Self::stop_with)
+    /// calls it; code that measured CPU time elsewhere may too.
+    ///
+    /// ```
+    /// use twisted_compat::LoggingContext;
+    /// let parent = LoggingContext::new("req", "hs");
+    /// let child = LoggingContext::builder("req-1", "hs").parent_context(&parent).build();
+    /// child.add_cputime(1.0, 2.0);                     // child.add_cputime(1.0, 2.0)
+    /// assert_eq!(parent.get_resource_usage().ru_stime, 2.0);
+    /// ```
+    pub fn add_cputime(&self, utime_delta: f64, stime_delta: f64) {
+        self.for_self_and_ancestors(|usage| {
+            usage.ru_utime += utime_delta;
+            usage.ru_stime += stime_delta;
+        });
+    }
+
+    /// `ctx.add_database_transaction(duration_sec)`: records a database
+    /// transaction that took `duration_sec` seconds (connection wait
+    /// excluded), on this context and every ancestor. A negative duration
+    /// records nothing and is an error (Synapse raises `ValueError`).
+    ///
+    /// ```
+    /// use twisted_compat::LoggingContext;
+    /// let ctx = LoggingContext::new("req", "hs");
+    /// ctx.add_database_transaction(0.5).unwrap();      // ctx.add_database_transaction(0.5)
+    /// let used = ctx.get_resource_usage();
+    /// assert_eq!((used.db_txn_count, used.db_txn_duration_sec), (1, 0.5));
+    /// assert!(ctx.add_database_transaction(-0.1).is_err());
+    /// ```
+    pub fn add_database_transaction(&self, duration_sec: f64) -> Result<(), InvalidDurationError> {
+        if duration_sec < 0.0 {
+            return Err(InvalidDurationError {
+                what: "DB txn",
+                duration_sec,
             });
+        }
+        self.for_self_and_ancestors(|usage| {
+            usage.db_txn_count = usage.db_txn_count.wrapping_add(1);
+            usage.db_txn_duration_sec += duration_sec;
+        });
+        Ok(())
+    }
+
+    /// `ctx.add_database_scheduled(sched_sec)`: records `sched_sec` seconds
+    /// spent waiting for a database connection, on this context and every
+    /// ancestor. A negative duration records nothing and is an error.
+    ///
+    /// ```
+    /// use twisted_compat::LoggingContext;
+    /// let ctx = LoggingContext::new("req", "hs");
+    /// ctx.add_database_scheduled(0.25).unwrap();       // ctx.add_database_scheduled(0.25)
+    /// assert_eq!(ctx.get_resource_usage().db_sched_duration_sec, 0.25);
+    /// let e = ctx.add_database_scheduled(-1.0).unwrap_err();
+    /// assert_eq!(e.to_string(), "DB scheduling time can only be zero or non-negative");
+    /// ```
+    pub fn add_database_scheduled(&self, sched_sec: f64) -> Result<(), InvalidDurationError> {
+        if sched_sec < 0.0 {
+            return Err(InvalidDurationError {
+                what: "DB scheduling",
+                duration_sec: sched_sec,
+            });
+        }
+        self.for_self_and_ancestors(|usage| usage.db_sched_duration_sec += sched_sec);
+        Ok(())
+    }
+
+    /// `ctx.record_event_fetch(event_count)`: records `event_count` events
+    /// fetched from the database, on this context and every ancestor. Any
+    /// count is taken, as in Synapse.
+    ///
+    /// ```
+    /// use twisted_compat::LoggingContext;
+    /// let ctx = LoggingContext::new("req", "hs");
+    /// ctx.record_event_fetch(4);                       // ctx.record_event_fetch(4)
+    /// assert_eq!(ctx.get_resource_usage().evt_db_fetch_count, 4);
+    /// ```
+    pub fn record_event_fetch(&self, event_count: i64) {
+        self.for_self_and_ancestors(|usage| {
+            usage.evt_db_fetch_count = usage.evt_db_fetch_count.wrapping_add(event_count);
+        });
+    }
+
+    /// A number that identifies this context while it is alive (its
+    /// address).
+    pub(crate) fn identity(&self) -> usize {
+        Rc::as_ptr(&self.inner).addr()
+    }
+
+    /// The background process part of this context, if it is a background
+    /// process's.
+    pub(crate) fn background_slot(&self) -> Option<&ProcessSlot> {
+        self.inner.background.as_ref()
+    }
+
+    /// Adds `used` (all of it) to this context and every ancestor: how the
+    /// usage of a context on another thread reaches its parent.
+    pub(crate) fn credit_usage(&self, used: &ContextResourceUsage) {
+        self.for_self_and_ancestors(|usage| *usage += *used);
+    }
+
+    fn for_self_and_ancestors(&self, mut update: impl FnMut(&mut ContextResourceUsage)) {
+        let mut next = Some(self);
+        while let Some(ctx) = next {
+            let mut usage = ctx.inner.usage.get();
+            update(&mut usage);
+            ctx.inner.usage.set(usage);
+            next = ctx.parent_context();
         }
     }
 
@@ -587,8 +866,8 @@ impl Drop for EnteredContext {
 /// what [`current_context`] returns and [`set_current_context`] takes.
 ///
 /// The sentinel stands for "no context". It prints as `sentinel`, has no
-/// request, is never finished, and accepts `start`/`stop` without doing or
-/// reporting anything.
+/// request, is never finished, and accepts `start`/`stop` and the
+/// accounting calls without doing or reporting anything.
 ///
 /// ```
 /// use twisted_compat::{LoggingContext, LoggingContextOrSentinel, SENTINEL_CONTEXT};
@@ -722,6 +1001,82 @@ impl LoggingContextOrSentinel {
             c.stop();
         }
     }
+
+    /// `ctx.start(rusage)`: [`LoggingContext::start_with`]; nothing for the
+    /// sentinel.
+    ///
+    /// ```
+    /// use twisted_compat::{get_thread_resource_usage, current_context};
+    /// current_context().start_with(get_thread_resource_usage());   // SENTINEL_CONTEXT.start(rusage)
+    /// ```
+    pub fn start_with(&self, rusage: Option<ThreadCpuUsage>) {
+        if let LoggingContextOrSentinel::Context(c) = self {
+            c.start_with(rusage);
+        }
+    }
+
+    /// `ctx.stop(rusage)`: [`LoggingContext::stop_with`]; nothing for the
+    /// sentinel.
+    ///
+    /// ```
+    /// use twisted_compat::{get_thread_resource_usage, current_context};
+    /// current_context().stop_with(get_thread_resource_usage());    // SENTINEL_CONTEXT.stop(rusage)
+    /// ```
+    pub fn stop_with(&self, rusage: Option<ThreadCpuUsage>) {
+        if let LoggingContextOrSentinel::Context(c) = self {
+            c.stop_with(rusage);
+        }
+    }
+
+    /// `current_context().add_database_transaction(duration_sec)`:
+    /// [`LoggingContext::add_database_transaction`]; the sentinel records
+    /// nothing and accepts any duration.
+    ///
+    /// ```
+    /// use twisted_compat::{current_context, LoggingContext};
+    /// assert!(current_context().add_database_transaction(-1.0).is_ok());   // the sentinel: pass
+    /// let ctx = LoggingContext::new("req", "hs");
+    /// let _scope = ctx.entered();
+    /// current_context().add_database_transaction(0.5).unwrap();   // current_context().add_database_transaction(0.5)
+    /// assert_eq!(ctx.get_resource_usage().db_txn_count, 1);
+    /// ```
+    pub fn add_database_transaction(&self, duration_sec: f64) -> Result<(), InvalidDurationError> {
+        match self {
+            LoggingContextOrSentinel::Sentinel => Ok(()),
+            LoggingContextOrSentinel::Context(c) => c.add_database_transaction(duration_sec),
+        }
+    }
+
+    /// `current_context().add_database_scheduled(sched_sec)`:
+    /// [`LoggingContext::add_database_scheduled`]; the sentinel records
+    /// nothing and accepts any duration.
+    ///
+    /// ```
+    /// use twisted_compat::SENTINEL_CONTEXT;
+    /// assert!(SENTINEL_CONTEXT.add_database_scheduled(0.1).is_ok());   // SENTINEL_CONTEXT.add_database_scheduled(0.1)
+    /// ```
+    pub fn add_database_scheduled(&self, sched_sec: f64) -> Result<(), InvalidDurationError> {
+        match self {
+            LoggingContextOrSentinel::Sentinel => Ok(()),
+            LoggingContextOrSentinel::Context(c) => c.add_database_scheduled(sched_sec),
+        }
+    }
+
+    /// `current_context().record_event_fetch(event_count)`:
+    /// [`LoggingContext::record_event_fetch`]; nothing for the sentinel.
+    ///
+    /// ```
+    /// use twisted_compat::{current_context, LoggingContext};
+    /// let ctx = LoggingContext::new("req", "hs");
+    /// let _scope = ctx.entered();
+    /// current_context().record_event_fetch(2);        // current_context().record_event_fetch(2)
+    /// assert_eq!(ctx.get_resource_usage().evt_db_fetch_count, 2);
+    /// ```
+    pub fn record_event_fetch(&self, event_count: i64) {
+        if let LoggingContextOrSentinel::Context(c) = self {
+            c.record_event_fetch(event_count);
+        }
+    }
 }
 
 impl From<LoggingContext> for LoggingContextOrSentinel {
@@ -794,9 +1149,11 @@ pub fn current_context() -> LoggingContextOrSentinel {
 
 /// `set_current_context(context)`: makes `context` current on this thread
 /// and returns the context that was. Switching to the context already
-/// current does nothing; otherwise the old context is stopped and the new
-/// one started ([`LoggingContext::stop`], [`LoggingContext::start`]), so
-/// that bringing back a finished context is reported, and happens anyway.
+/// current does nothing; otherwise the thread's CPU clock is read once, and
+/// with that snapshot the old context is stopped (accounting the CPU time
+/// it ran) and the new one started ([`LoggingContext::stop_with`],
+/// [`LoggingContext::start_with`]), so that bringing back a finished
+/// context is reported, and happens anyway.
 ///
 /// ```
 /// use twisted_compat::{current_context, set_current_context, LoggingContext, SENTINEL_CONTEXT};
@@ -815,13 +1172,16 @@ pub fn set_current_context(
     if old == new {
         return old;
     }
-    old.stop();
+    // One snapshot for both, as Synapse: the time between the two calls is
+    // nobody's.
+    let rusage = get_thread_resource_usage();
+    old.stop_with(rusage);
     let _ = CURRENT.try_with(|c| {
         if let Ok(mut c) = c.try_borrow_mut() {
             *c = new.clone();
         }
     });
-    new.start();
+    new.start_with(rusage);
     old
 }
 

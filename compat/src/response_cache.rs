@@ -9,14 +9,17 @@
 //! | `enable_logging=False` | [`ResponseCache::enable_logging`] |
 //! | `await cache.wrap(key, callback, *args)` | `cache.wrap(key, move \|\| callback(args)).await` |
 //! | `await cache.wrap(key, callback, *args, cache_context=True)` | `cache.wrap_with_cache_context(key, move \|ctx\| callback(args, ctx)).await` |
-//! | `@cancellable` on `callback` | [`Wrap::cancellable`]: `cache.wrap(key, f).cancellable().await` |
+//! | `@cancellable` on `callback` (read with `is_function_cancellable`) | `#[cancellable]` on the function the callback returns the value of ([`cancellable`](macro@crate::cancellable)), or [`Wrap::cancellable`]: `cache.wrap(key, f).cancellable().await` |
 //! | `cache._get(key).result.observe()` (Synapse's former `get`) | [`ResponseCache::get`] |
 //! | `unset`, `keys`, `size`, `len(cache)` | [`ResponseCache::unset`], [`ResponseCache::keys`], [`ResponseCache::size`], [`ResponseCache::len`] |
 //!
-//! A Rust closure carries no attributes, so where Synapse asks
-//! `is_function_cancellable(callback)`, the caller says so with
-//! [`Wrap::cancellable`]. Cache metrics and tracing spans are not part of
-//! this port.
+//! Where Synapse asks `is_function_cancellable(callback)`, `wrap` reads the
+//! mark from what the callback returns (see
+//! [`cancellable_marker`](crate::cancellable_marker)): a closure returning
+//! the value of a function marked `#[cancellable]` is cancellable, as
+//! `functools.wraps` would make it; [`Wrap::cancellable`] marks any
+//! callback by hand. Cache metrics and tracing spans are not part of this
+//! port.
 //!
 //! # Behaviour
 //!
@@ -55,6 +58,7 @@ use std::task::{Context, Poll};
 use twisted_deferred::{CancelledError, Deferred, Failure};
 use twisted_reactor::LoopingCall;
 
+use crate::cancellable_marker::MaybeCancellable;
 use crate::cancellation::delay_cancellation;
 use crate::clock::Clock;
 use crate::logcontext::{make_deferred_yieldable, run_in_background};
@@ -570,8 +574,21 @@ where
     /// docs](crate::response_cache) for caching, cancellation and pruning.
     ///
     /// Nothing happens until the returned [`Wrap`] is first polled (Python's
-    /// `wrap` is a coroutine too); [`Wrap::cancellable`] marks the callback
-    /// as safe to cancel (Synapse's `@cancellable`).
+    /// `wrap` is a coroutine too). The callback is cancellable (Synapse's
+    /// `is_function_cancellable(callback)`) when it returns the value of a
+    /// function marked [`cancellable`](macro@crate::cancellable);
+    /// [`Wrap::cancellable`] marks it by hand.
+    ///
+    /// ```
+    /// use twisted_compat::{cancellable, Clock, Failure, ResponseCache};
+    /// let clock = Clock::new(twisted_reactor::Clock::new(), "hs");
+    /// let cache: ResponseCache<u8, u8> = ResponseCache::new(&clock, "c", "hs", Some(1.0));
+    /// #[cancellable]
+    /// async fn compute() -> Result<u8, Failure> { Ok(1) }
+    /// // await cache.wrap(1, compute)   with compute decorated @cancellable
+    /// assert!(format!("{:?}", cache.wrap(1, compute)).contains("cancellable: true"));
+    /// assert!(format!("{:?}", cache.wrap(1, || async { Ok(1) })).contains("cancellable: false"));
+    /// ```
     ///
     /// ```
     /// use twisted_compat::{Clock, Failure, ResponseCache};
@@ -585,10 +602,10 @@ where
     /// });
     /// assert_eq!(d.result().value().as_deref(), Some("hello"));
     /// ```
-    pub fn wrap<F, Fut>(&self, key: K, callback: F) -> Wrap<K, RV>
+    pub fn wrap<F, Fut, M>(&self, key: K, callback: F) -> Wrap<K, RV>
     where
         F: FnOnce() -> Fut + 'static,
-        Fut: IntoFuture<Output = Result<RV, Failure>>,
+        Fut: IntoFuture<Output = Result<RV, Failure>> + MaybeCancellable<M>,
         Fut::IntoFuture: 'static,
     {
         self.wrap_with_cache_context(key, move |_context: ResponseCacheContext<K>| callback())
@@ -611,10 +628,10 @@ where
     /// assert_eq!(d.result().value(), Some(10));
     /// assert_eq!(cache.keys(), [5]);                         // should_cache was left set
     /// ```
-    pub fn wrap_with_cache_context<F, Fut>(&self, key: K, callback: F) -> Wrap<K, RV>
+    pub fn wrap_with_cache_context<F, Fut, M>(&self, key: K, callback: F) -> Wrap<K, RV>
     where
         F: FnOnce(ResponseCacheContext<K>) -> Fut + 'static,
-        Fut: IntoFuture<Output = Result<RV, Failure>>,
+        Fut: IntoFuture<Output = Result<RV, Failure>> + MaybeCancellable<M>,
         Fut::IntoFuture: 'static,
     {
         let callback: Callback<K, RV> = Box::new(move |context: ResponseCacheContext<K>| {
@@ -626,7 +643,8 @@ where
                 key,
                 callback,
             })),
-            cancellable: false,
+            // is_function_cancellable(callback)
+            cancellable: <Fut as MaybeCancellable<M>>::CANCELLABLE,
             running: None,
         }
     }

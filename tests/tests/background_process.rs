@@ -4,19 +4,25 @@
 //! Deferred fires in.
 //!
 //! Synapse behaviours covered: section 2.9, items 91, 92 (the context has no
-//! parent; the metrics are not built), 93 and 94. Item 95
+//! parent; the metrics: starts, in flight, CPU and database usage, updated
+//! on scrape and exit), 93 and 94, and the misuse reported when a process's
+//! context is lost or brought back after the process ended. Item 95
 //! (`HomeServer.run_as_background_process` and shutdown) has no counterpart
 //! here.
 //!
 //! Each test runs on its own thread, which starts in the sentinel context
-//! with no process counted yet.
+//! with no process counted yet and no metrics.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use integration_tests::support::capture_logs;
+use twisted_compat::background_process::background_process_logging_context;
 use twisted_compat::{
-    LogcontextError, LoggingContext, capture_logcontext_errors, clear_background_process_counts,
-    current_context, make_deferred_yieldable, run_as_background_process,
+    BackgroundProcessMetrics, LogcontextError, LoggingContext, PreserveLoggingContext,
+    SENTINEL_CONTEXT, ThreadCpuUsage, capture_logcontext_errors, clear_background_process_counts,
+    collect_background_process_metrics, current_context, get_thread_resource_usage,
+    make_deferred_yieldable, run_as_background_process, run_in_background, set_current_context,
 };
 use twisted_deferred::{AnyValue, Deferred, Failure, ensure_deferred, succeed};
 
@@ -282,4 +288,237 @@ fn awaiting_the_process_through_make_deferred_yieldable_keeps_the_callers_contex
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(*seen.borrow(), ["req"]);
     assert!(current_context().is_sentinel());
+}
+
+// ---------------------------------------------------------------------------
+// Misuse around a process's context
+// ---------------------------------------------------------------------------
+
+// Synapse: semantics 2.8 #73, 2.9 #91 (Exp: the process's context found lost when the process ends)
+#[test]
+fn a_process_ending_with_another_context_current_reports_its_context_lost() {
+    let req = LoggingContext::new("req", HS);
+    let _scope = req.entered();
+    let ((), errors) = capture_logcontext_errors(|| {
+        run_as_background_process("job", HS, || async {
+            set_current_context(SENTINEL_CONTEXT);
+            Ok::<_, Failure>(())
+        });
+    });
+    assert_eq!(
+        messages(&errors),
+        ["Expected logging context job-0 was lost"]
+    );
+    assert_eq!(current_context(), req);
+}
+
+// Synapse: semantics 2.8 #82, 2.9 #91 (Exp: "Background process re-entered without a proc")
+#[test]
+fn work_resuming_after_its_process_ended_restarts_the_finished_context() {
+    let later: Deferred<()> = Deferred::new();
+    let seen = new_log();
+    let (l, s) = (later.clone(), seen.clone());
+    let d = run_as_background_process("job", HS, move || async move {
+        // Fire-and-forget work, in the process's own context.
+        run_in_background(move || async move {
+            make_deferred_yieldable(l).await?;
+            s.borrow_mut().push(current());
+            Ok::<_, Failure>(())
+        });
+        Ok::<_, Failure>(())
+    });
+    assert_eq!(d.result().value(), Some(()));
+    let (((), errors), logs) = capture_logs(|| {
+        capture_logcontext_errors(|| {
+            let _outside = PreserveLoggingContext::sentinel();
+            later.callback(()).unwrap();
+        })
+    });
+    assert_eq!(
+        *seen.borrow(),
+        ["job-0"],
+        "resumed in the ended process's context"
+    );
+    assert_eq!(
+        messages(&errors),
+        [
+            "Re-starting finished log context job-0",
+            "Called stop on logcontext job-0 without recording a start rusage",
+        ]
+    );
+    assert_eq!(
+        logs,
+        [(
+            log::Level::Error,
+            "Background process re-entered without a proc: job-0".to_string()
+        )]
+    );
+    assert!(current_context().is_sentinel());
+}
+
+// Synapse: BackgroundProcessLoggingContext.__exit__ (Exp: "Background process exited without a proc")
+#[test]
+fn exiting_a_process_context_twice_logs_it() {
+    let ctx = background_process_logging_context("job", HS, 0);
+    drop(ctx.entered());
+    let (((), errors), logs) = capture_logs(|| {
+        capture_logcontext_errors(|| {
+            let _preserve = PreserveLoggingContext::new(&ctx);
+            ctx.exit();
+        })
+    });
+    assert_eq!(
+        messages(&errors),
+        [
+            "Re-starting finished log context job-0",
+            "Called stop on logcontext job-0 without recording a start rusage",
+            "Expected logging context job-0 was lost",
+        ]
+    );
+    assert_eq!(
+        logs,
+        [
+            (
+                log::Level::Error,
+                "Background process re-entered without a proc: job-0".to_string()
+            ),
+            (
+                log::Level::Error,
+                "Background process exited without a proc: job-0".to_string()
+            ),
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Metrics
+// ---------------------------------------------------------------------------
+
+fn metrics_of(desc: &str) -> BackgroundProcessMetrics {
+    collect_background_process_metrics()
+        .into_iter()
+        .find(|m| m.name == desc && m.server_name == HS)
+        .unwrap_or_else(|| panic!("no metrics for {desc}"))
+}
+
+fn burn(seconds: f64) {
+    let start = get_thread_resource_usage().unwrap().total();
+    while get_thread_resource_usage().unwrap().total() - start < seconds {
+        std::hint::black_box(0u64);
+    }
+}
+
+// Synapse: semantics 2.9 #92 (Code: start counter, in-flight gauge, CPU and DB counters per desc and server)
+#[test]
+fn a_process_records_its_usage_in_its_descriptions_metrics() {
+    for _ in 0..2 {
+        run_as_background_process("job", HS, || async {
+            current_context().add_database_transaction(0.5)?;
+            current_context().add_database_scheduled(0.25)?;
+            burn(0.002);
+            Ok::<_, Failure>(())
+        });
+    }
+    let m = metrics_of("job");
+    assert_eq!((m.start_count, m.in_flight), (2, 0));
+    assert_eq!(
+        (
+            m.db_txn_count,
+            m.db_txn_duration_seconds,
+            m.db_sched_duration_seconds
+        ),
+        (2, 1.0, 0.5)
+    );
+    assert!(
+        m.ru_utime_seconds + m.ru_stime_seconds >= 0.004 - 1e-9,
+        "{m:?}"
+    );
+    // Another description has its own series.
+    run_as_background_process("other", "elsewhere", || async { Ok::<_, Failure>(()) });
+    assert_eq!(metrics_of("job").start_count, 2);
+    let other = collect_background_process_metrics()
+        .into_iter()
+        .find(|m| m.name == "other")
+        .unwrap();
+    assert_eq!(
+        (other.server_name.as_str(), other.start_count),
+        ("elsewhere", 1)
+    );
+}
+
+// Synapse: semantics 2.9 #93 (Exp: the in-flight gauge is always decremented)
+#[test]
+fn a_process_is_in_flight_until_its_work_ends_even_when_it_fails() {
+    let x: Deferred<()> = Deferred::new();
+    let x2 = x.clone();
+    let d = run_as_background_process("waits", HS, move || async move {
+        x2.await?;
+        Err::<(), _>(Failure::msg("then fails"))
+    });
+    assert_eq!(metrics_of("waits").in_flight, 1);
+    let ((), _errors) = capture_logcontext_errors(|| x.callback(()).unwrap());
+    assert_eq!(d.result().value(), Some(()));
+    let m = metrics_of("waits");
+    assert_eq!((m.start_count, m.in_flight), (1, 0));
+}
+
+// Synapse: semantics 2.9 #92 (Code: metrics of the processes active since the last scrape are updated on each scrape)
+#[test]
+fn a_scrape_brings_a_running_process_up_to_date_and_the_exit_adds_only_the_rest() {
+    let x: Deferred<()> = Deferred::new();
+    let x2 = x.clone();
+    run_as_background_process("long", HS, move || async move {
+        current_context().add_database_transaction(0.5)?;
+        make_deferred_yieldable(x2).await?;
+        current_context().add_database_transaction(0.25)?;
+        Ok::<_, Failure>(())
+    });
+    let first = metrics_of("long");
+    assert_eq!(
+        (first.db_txn_count, first.db_txn_duration_seconds),
+        (1, 0.5)
+    );
+    // A second scrape: nothing ran since, nothing is added.
+    assert_eq!(metrics_of("long"), first);
+    let _outside = PreserveLoggingContext::sentinel();
+    x.callback(()).unwrap();
+    let last = metrics_of("long");
+    assert_eq!((last.db_txn_count, last.db_txn_duration_seconds), (2, 0.75));
+    assert!(last.ru_utime_seconds >= first.ru_utime_seconds);
+}
+
+// Synapse: TBGM::TestBackgroundProcessMetrics.test_update_metrics_with_negative_time_diff
+#[test]
+fn negative_cpu_differences_are_ignored() {
+    burn(0.005);
+    let scraped = Rc::new(RefCell::new(None));
+    let sc = scraped.clone();
+    let (((), errors), logs) = capture_logs(|| {
+        capture_logcontext_errors(|| {
+            run_as_background_process("skewed", HS, move || async move {
+                let ctx = current_context().context().cloned().unwrap();
+                // Pretend the current period started at time 0: a scrape now
+                // takes all of this thread's CPU time as the process's.
+                ctx.stop_with(get_thread_resource_usage());
+                ctx.start_with(Some(ThreadCpuUsage::default()));
+                *sc.borrow_mut() = Some(metrics_of("skewed"));
+                // The period then ends at time 0: the context's own usage
+                // stays below what the scrape reported.
+                ctx.stop_with(Some(ThreadCpuUsage::default()));
+                ctx.start_with(get_thread_resource_usage());
+                Ok::<_, Failure>(())
+            });
+        })
+    });
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(logs.is_empty(), "{logs:?}");
+    let scraped = scraped.borrow().clone().unwrap();
+    assert!(scraped.ru_utime_seconds + scraped.ru_stime_seconds >= 0.005 - 1e-9);
+    // At the exit the difference was negative: it counted as nothing.
+    let after = metrics_of("skewed");
+    assert_eq!(
+        (after.ru_utime_seconds, after.ru_stime_seconds),
+        (scraped.ru_utime_seconds, scraped.ru_stime_seconds)
+    );
+    assert_eq!(after.in_flight, 0);
 }

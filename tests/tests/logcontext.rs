@@ -4,9 +4,10 @@
 //! and the misuse reports.
 //!
 //! Synapse behaviours covered: section 2.8, items 69 to 86 and 89 (the
-//! hook). Items 87 and 88 (resource accounting, `defer_to_thread`) are not
-//! built yet; item 90 (collected orphan coroutines) depends on the core's
-//! cycle collection and is left out. The thread checks of item 75 are the
+//! hook). Items 87 and 88 have their own files (`resource_usage.rs`,
+//! `logcontext_threads.rs`), and so do log records (`logcontext_logging.rs`);
+//! item 90 (collected orphan coroutines) depends on the core's cycle
+//! collection and is left out. The thread checks of item 75 are the
 //! compiler's: contexts are not `Send`.
 //!
 //! Each test runs on its own thread, so it starts, as Synapse's test base
