@@ -382,6 +382,10 @@ fn defer_future_fires_on_the_reactor_thread_with_a_result_from_another_runtime()
     let reactor = Reactor::new().unwrap();
     let reactor_thread = thread::current().id();
     let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+    // The first poll happens inside `defer_future`, before the other thread
+    // exists: the answer always arrives through the waker, on the loop
+    // (had it been ready at once, the callback would run before `run()`).
+    let d = reactor.defer_future(async move { rx.await.map_err(Failure::new) });
     let other = thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -393,7 +397,6 @@ fn defer_future_fires_on_the_reactor_thread_with_a_result_from_another_runtime()
             tx.send(answer).unwrap();
         });
     });
-    let d = reactor.defer_future(async move { rx.await.map_err(Failure::new) });
     let r = reactor.clone();
     let fired_on = d.add_callback(move |v: String| {
         r.stop().map_err(Failure::new)?;
