@@ -1,0 +1,14 @@
+//! One cancel through 10 nested coroutines.
+//! The case bodies live in `benches::cases`, shared with the comparison
+//! command (`cargo run --release -p benches --bin compare`).
+
+mod common;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn benches(c: &mut Criterion) {
+    common::bench_group(c, benches::Group::Coroutines);
+}
+
+criterion_group!(group, benches);
+criterion_main!(group);

@@ -1,0 +1,14 @@
+//! Synapse's `ObservableDeferred` with 1,000 observers.
+//! The case bodies live in `benches::cases`, shared with the comparison
+//! command (`cargo run --release -p benches --bin compare`).
+
+mod common;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn benches(c: &mut Criterion) {
+    common::bench_group(c, benches::Group::Observable);
+}
+
+criterion_group!(group, benches);
+criterion_main!(group);
