@@ -214,7 +214,10 @@ impl Links {
         let link = std::mem::replace(slot, Link::Done);
         self.head += 1;
         if self.head == self.items.len() {
-            self.items.clear();
+            // SAFETY: every item is now `Link::Done`, which owns nothing, so
+            // forgetting them (rather than running their drop glue one by
+            // one, as `clear` does) leaks nothing; length 0 is in bounds.
+            unsafe { self.items.set_len(0) };
             self.head = 0;
         }
         Some(link)
@@ -288,7 +291,13 @@ impl Inner {
     /// `Deferred(canceller)`.
     #[track_caller]
     pub(crate) fn new(canceller: Option<Rc<CancelFn>>) -> Rc<Inner> {
-        let inner = Rc::new(Inner {
+        // Allocated first and written in place: `Rc::new(Inner { .. })`
+        // builds the 344 bytes on the stack and copies them.
+        let mut uninit = Rc::<Inner>::new_uninit();
+        let Some(place) = Rc::get_mut(&mut uninit) else {
+            unreachable!("a fresh Rc is unique")
+        };
+        place.write(Inner {
             called: Cell::new(false),
             running: Cell::new(false),
             suppress: Cell::new(false),
@@ -308,6 +317,8 @@ impl Inner {
             class: Cell::new("Deferred"),
             debug: Cell::new(None),
         });
+        // SAFETY: `place.write` initialised the whole value just above.
+        let inner = unsafe { uninit.assume_init() };
         if debug::debugging() {
             inner.debug.set(Some(Box::new(DebugInfo {
                 creator: Some(Location::caller()),
@@ -584,6 +595,23 @@ fn take_input(cur: &Inner) -> Slot {
     }
 }
 
+/// Whether [`take_input`] would move this result out of the slot (leaving
+/// `Lent`) rather than copy it.
+#[inline(always)]
+fn moved_by_take_input(slot: &Slot) -> bool {
+    match slot {
+        Slot::Value(v) => !v.is_shareable() || v.is::<crate::value::SharedValue>(),
+        _ => false,
+    }
+}
+
+impl Inner {
+    #[inline(always)]
+    fn slot_is_lent(&self) -> bool {
+        matches!(*self.slot.borrow(), Slot::Lent)
+    }
+}
+
 /// The Deferreds a propagation walk has left, to resume once the ones
 /// waiting on them are done.
 type Stack = SmallVec<[Rc<Inner>; 4]>;
@@ -627,31 +655,50 @@ fn run_loop(first: Rc<Inner>, mut resume: bool) {
             drop(current.chained_to.take());
         }
         let mut waiter = None;
+        // Between two callbacks the result a callback would move out of the
+        // slot anyway is kept here instead; the slot holds `Lent` all along
+        // (nothing runs in between to look at it), and gets it back before
+        // anything else happens.
+        let mut held: Option<Slot> = None;
         loop {
             let link = current.links.borrow_mut().pop_front();
             let Some(link) = link else { break };
             match link {
                 Link::Call(f) => {
-                    let input = take_input(&current);
+                    let input = match held.take() {
+                        Some(value) => value,
+                        None => take_input(&current),
+                    };
                     current.running.set(true);
                     let output = f.call(input);
                     current.running.set(false);
-                    if let Flow::Chained = apply(&current, output) {
+                    if moved_by_take_input(&output) && current.slot_is_lent() {
+                        held = Some(output);
+                    } else if let Flow::Chained = apply(&current, output) {
                         break;
                     }
                 }
                 Link::Continue(w) => {
+                    if let Some(value) = held.take() {
+                        current.set_slot(value);
+                    }
                     hand_off(&current, &w);
                     waiter = Some(w);
                     break;
                 }
                 Link::Forward(target) => {
+                    if let Some(value) = held.take() {
+                        current.set_slot(value);
+                    }
                     if let Flow::Chained = forward(&current, target) {
                         break;
                     }
                 }
                 Link::Done => {}
             }
+        }
+        if let Some(value) = held.take() {
+            current.set_slot(value);
         }
         match waiter {
             Some(w) => {

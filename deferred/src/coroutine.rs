@@ -35,6 +35,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::ThreadId;
 
+use smallvec::SmallVec;
+
 use crate::chain::{self, Inner, Slot};
 use crate::deferred::{Deferred, State, store_slot, value_as};
 use crate::errors::{AssertionError, CancelledError, InternalInlineCallbacksCancelledError};
@@ -42,6 +44,9 @@ use crate::failure::Failure;
 use crate::value::AnyValue;
 
 type BoxedCoroutine = Pin<Box<dyn Future<Output = Slot>>>;
+
+/// The Deferreds one suspension awaits: almost always exactly one.
+type Awaited = SmallVec<[Rc<Inner>; 1]>;
 
 /// One running coroutine: Twisted's generator plus its `_CancellationStatus`.
 struct Coroutine {
@@ -52,9 +57,11 @@ struct Coroutine {
     deferred: RefCell<Rc<Inner>>,
     /// `status.waitingOn`: the Deferreds awaited at the latest suspension
     /// (left in place after they fire, as in Twisted).
-    waiting_on: RefCell<Vec<Rc<Inner>>>,
+    waiting_on: RefCell<Awaited>,
     /// The Deferreds awaited during the poll in progress.
-    awaiting_now: RefCell<Vec<Rc<Inner>>>,
+    awaiting_now: RefCell<Awaited>,
+    /// The waker its polls get, made once (foreign futures may keep it).
+    waker: Waker,
     /// The driver loop is running (polling, or just after a poll).
     stepping: Cell<bool>,
     /// A resume arrived while stepping: poll again before returning
@@ -152,8 +159,12 @@ where
     let co = Rc::new(Coroutine {
         future: RefCell::new(Some(boxed)),
         deferred: RefCell::new(Inner::new(None)),
-        waiting_on: RefCell::new(Vec::new()),
-        awaiting_now: RefCell::new(Vec::new()),
+        waiting_on: RefCell::new(Awaited::new()),
+        awaiting_now: RefCell::new(Awaited::new()),
+        waker: Waker::from(Arc::new(CoroutineWaker {
+            thread: std::thread::current().id(),
+            id,
+        })),
         stepping: Cell::new(false),
         resume_pending: Cell::new(false),
         id,
@@ -253,19 +264,21 @@ fn step(co: &Rc<Coroutine>) -> Result<(), Failure> {
         };
         co.awaiting_now.borrow_mut().clear();
         let previous = CURRENT.with(|c| c.replace(Some(co.clone())));
-        let waker = Waker::from(Arc::new(CoroutineWaker {
-            thread: std::thread::current().id(),
-            id: co.id,
-        }));
         let polled = catch_unwind(AssertUnwindSafe(|| {
-            future.as_mut().poll(&mut Context::from_waker(&waker))
+            future.as_mut().poll(&mut Context::from_waker(&co.waker))
         }));
         CURRENT.with(|c| c.replace(previous));
         match polled {
             Ok(Poll::Pending) => {
                 *co.future.borrow_mut() = Some(future);
-                let now = std::mem::take(&mut *co.awaiting_now.borrow_mut());
-                *co.waiting_on.borrow_mut() = now;
+                // The new suspension's Deferreds replace the last one's
+                // (swapped, so that both lists keep their storage).
+                std::mem::swap(
+                    &mut *co.waiting_on.borrow_mut(),
+                    &mut *co.awaiting_now.borrow_mut(),
+                );
+                let previous = std::mem::take(&mut *co.awaiting_now.borrow_mut());
+                drop(previous);
                 if co.resume_pending.get() {
                     continue;
                 }
