@@ -827,6 +827,9 @@ fn generic_code_uses_the_concurrency_primitive_trait() {
     d.cancel().unwrap();
     assert!(is_cancelled(&d));
     assert_eq!(lock.waiting(), 0);
-    assert!(!lock.locked(), "the outer run released the lock as it failed");
+    assert!(
+        !lock.locked(),
+        "the outer run released the lock as it failed"
+    );
     consume(&d);
 }
