@@ -16,7 +16,8 @@
 mod common;
 
 use common::{Example, Outcome, describe, info, sleep};
-use twisted_compat::Failure;
+use twisted_compat::cancellation_fuzzer::FuzzRun;
+use twisted_compat::{Deferred, Failure};
 
 /// `async def do_something()`: waits five seconds (cancellable).
 async fn do_something() -> Result<(), Failure> {
@@ -48,7 +49,14 @@ pub fn run() -> Outcome {
     example.finish()
 }
 
-/// Prints the trace.
+/// The cancellation fuzzer's target: request-1, cancelled where it waits.
+pub fn fuzz_target(run: &mut FuzzRun) -> Deferred<String> {
+    common::fuzz_setup(run);
+    common::start_request("request-1", handler)
+}
+
+/// Prints the trace, then what the cancellation fuzzer finds.
 pub fn main() {
     run().print();
+    common::print_fuzz_report("request-1", fuzz_target);
 }

@@ -15,7 +15,8 @@
 mod common;
 
 use common::{Example, Outcome, ValueError, describe, info, sleep};
-use twisted_compat::Failure;
+use twisted_compat::cancellation_fuzzer::FuzzRun;
+use twisted_compat::{Deferred, Failure};
 
 /// `async def do_something()`: waits five seconds (cancellable), then
 /// fails with `ValueError` when `broken`.
@@ -56,7 +57,17 @@ pub fn run() -> Outcome {
     example.finish()
 }
 
-/// Prints the trace.
+/// The cancellation fuzzer's target: request-2, cancelled where it waits, while
+/// request-1 (whose `do_something` fails with `ValueError`) must not notice.
+pub fn fuzz_target(run: &mut FuzzRun) -> Deferred<String> {
+    common::fuzz_setup(run);
+    let request_1 = common::start_request("request-1", || handler(true));
+    run.bystander("request-1", &request_1);
+    common::start_request("request-2", || handler(false))
+}
+
+/// Prints the trace, then what the cancellation fuzzer finds.
 pub fn main() {
     run().print();
+    common::print_fuzz_report("request-2", fuzz_target);
 }

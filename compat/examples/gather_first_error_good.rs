@@ -11,7 +11,8 @@
 mod common;
 
 use common::{Example, Outcome, describe, info, slow_operation};
-use twisted_compat::{CancelledError, Failure, make_deferred_yieldable};
+use twisted_compat::cancellation_fuzzer::FuzzRun;
+use twisted_compat::{CancelledError, Deferred, Failure, make_deferred_yieldable};
 use twisted_deferred::{gather_results, unwrap_first_error};
 
 // async def do_something() -> None:
@@ -60,7 +61,14 @@ pub fn run() -> Outcome {
     example.finish()
 }
 
-/// Prints the trace.
+/// The cancellation fuzzer's target: request-1, cancelled where it waits.
+pub fn fuzz_target(run: &mut FuzzRun) -> Deferred<String> {
+    common::fuzz_setup(run);
+    common::start_request("request-1", handler)
+}
+
+/// Prints the trace, then what the cancellation fuzzer finds.
 pub fn main() {
     run().print();
+    common::print_fuzz_report("request-1", fuzz_target);
 }

@@ -16,6 +16,7 @@
 mod common;
 
 use common::{Example, Outcome, describe, note};
+use twisted_compat::cancellation_fuzzer::FuzzRun;
 use twisted_compat::{Deferred, Failure, make_deferred_yieldable};
 
 // def do_something() -> Deferred[None]:
@@ -55,7 +56,14 @@ pub fn run() -> Outcome {
     example.finish()
 }
 
-/// Prints the trace.
+/// The cancellation fuzzer's target: request-1, cancelled where it waits.
+pub fn fuzz_target(run: &mut FuzzRun) -> Deferred<String> {
+    common::fuzz_setup(run);
+    common::start_request("request-1", on_get)
+}
+
+/// Prints the trace, then what the cancellation fuzzer finds.
 pub fn main() {
     run().print();
+    common::print_fuzz_report("request-1", fuzz_target);
 }

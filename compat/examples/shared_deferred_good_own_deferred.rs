@@ -18,6 +18,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use common::{Example, Outcome, describe, info};
+use twisted_compat::cancellation_fuzzer::FuzzRun;
 use twisted_compat::{Deferred, Failure, make_deferred_yieldable};
 
 /// The room every request waits for.
@@ -94,7 +95,28 @@ pub fn run() -> Outcome {
     example.finish()
 }
 
-/// Prints the trace.
+/// The cancellation fuzzer's target: request-2, cancelled where it waits
+/// for the room, while request-1 waits for the same room and must not
+/// notice.
+pub fn fuzz_target(run: &mut FuzzRun) -> Deferred<String> {
+    common::fuzz_setup(run);
+    CACHE.with(|cache| cache.borrow_mut().clear());
+    run.at_end(|| CACHE.with(|cache| cache.borrow_mut().clear()));
+    // # Request 1
+    let request_1 = common::start_request("request-1", handler);
+    run.bystander("request-1", &request_1);
+    run.step("the room becomes ready", || {
+        room_becomes_ready()
+            .into_iter()
+            .collect::<Result<Vec<()>, Failure>>()?;
+        Ok(())
+    });
+    // # Request 2
+    common::start_request("request-2", handler)
+}
+
+/// Prints the trace, then what the cancellation fuzzer finds.
 pub fn main() {
     run().print();
+    common::print_fuzz_report("request-2", fuzz_target);
 }

@@ -22,6 +22,7 @@ mod common;
 use std::cell::RefCell;
 
 use common::{Example, Outcome, info, sleep};
+use twisted_compat::cancellation_fuzzer::FuzzRun;
 use twisted_compat::{
     Deferred, Failure, ObservableDeferred, make_deferred_yieldable, run_in_background,
 };
@@ -101,7 +102,23 @@ pub fn run() -> Outcome {
     example.finish()
 }
 
-/// Prints the trace.
+/// The cancellation fuzzer's target: request-1, which starts the work,
+/// cancelled where it waits, while request-2 joins the work and must not
+/// notice.
+pub fn fuzz_target(run: &mut FuzzRun) -> Deferred<String> {
+    common::fuzz_setup(run);
+    CACHE.with(|cache| cache.borrow_mut().take());
+    run.at_end(|| {
+        CACHE.with(|cache| cache.borrow_mut().take());
+    });
+    let request_1 = common::start_request("request-1", handler);
+    let request_2 = common::start_request("request-2", handler);
+    run.bystander("request-2", &request_2);
+    request_1
+}
+
+/// Prints the trace, then what the cancellation fuzzer finds.
 pub fn main() {
     run().print();
+    common::print_fuzz_report("request-1", fuzz_target);
 }

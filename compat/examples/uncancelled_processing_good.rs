@@ -30,6 +30,7 @@ mod common;
 use std::cell::{Cell, RefCell};
 
 use common::{Example, Outcome, info, sleep};
+use twisted_compat::cancellation_fuzzer::FuzzRun;
 use twisted_compat::{
     Deferred, Failure, ObservableDeferred, PreserveLoggingContext, delay_cancellation,
     make_deferred_yieldable, run_in_background,
@@ -137,9 +138,33 @@ pub fn run_variant(fire_inside_preserve: bool) -> Outcome {
     example.finish()
 }
 
-/// Prints the traces of both versions.
+/// The cancellation fuzzer's target, the document's version: request-1,
+/// which starts the work, cancelled where it waits, while request-2 joins
+/// the work and must not notice.
+pub fn fuzz_target(run: &mut FuzzRun) -> Deferred<String> {
+    fuzz_target_variant(run, false)
+}
+
+/// The cancellation fuzzer's target, with `to_resolve` fired bare
+/// (`false`) or inside `PreserveLoggingContext()` (`true`).
+pub fn fuzz_target_variant(run: &mut FuzzRun, fire_inside_preserve: bool) -> Deferred<String> {
+    FIRE_INSIDE_PRESERVE.set(fire_inside_preserve);
+    common::fuzz_setup(run);
+    CACHE.with(|cache| cache.borrow_mut().take());
+    run.at_end(|| {
+        CACHE.with(|cache| cache.borrow_mut().take());
+    });
+    let request_1 = common::start_request("request-1", handler);
+    let request_2 = common::start_request("request-2", handler);
+    run.bystander("request-2", &request_2);
+    request_1
+}
+
+/// Prints the traces of both versions, then what the cancellation fuzzer
+/// finds in the document's.
 pub fn main() {
     run().print();
     println!();
     run_variant(true).print();
+    common::print_fuzz_report("request-1", fuzz_target);
 }

@@ -21,6 +21,7 @@ use std::future::Future;
 
 use twisted_deferred::{AnyValue, CancelledError, Deferred, Failure, ensure_deferred};
 
+use crate::cancellation_fuzzer::{Protection, note_protection};
 use crate::logcontext::PreserveLoggingContext;
 
 /// Synapse's `stop_cancellation(deferred)`: a new Deferred with `deferred`'s
@@ -48,10 +49,12 @@ use crate::logcontext::PreserveLoggingContext;
 /// source.callback(1).unwrap();                // its result goes nowhere
 /// # wrapper.add_errback(|_| Ok(0));
 /// ```
+#[track_caller]
 pub fn stop_cancellation<T: 'static>(deferred: &Deferred<T>) -> Deferred<T> {
     // new_deferred = Deferred(); deferred.chainDeferred(new_deferred)
     let new_deferred: Deferred<T> = Deferred::new();
     deferred.chain_deferred(&new_deferred);
+    note_protection(&new_deferred, Protection::StopCancellation);
     new_deferred
 }
 
@@ -93,6 +96,7 @@ pub fn stop_cancellation<T: 'static>(deferred: &Deferred<T>) -> Deferred<T> {
 /// assert!(wrapper.result().failure().unwrap().check::<CancelledError>());
 /// # wrapper.add_errback(|_| Ok(0));
 /// ```
+#[track_caller]
 pub fn delay_cancellation<T: 'static>(deferred: &Deferred<T>) -> Deferred<T> {
     let source = deferred.clone();
     // def handle_cancel(new_deferred): ...
@@ -117,6 +121,7 @@ pub fn delay_cancellation<T: 'static>(deferred: &Deferred<T>) -> Deferred<T> {
             });
     });
     deferred.chain_deferred(&new_deferred);
+    note_protection(&new_deferred, Protection::DelayCancellation);
     new_deferred
 }
 
@@ -138,6 +143,7 @@ pub fn delay_cancellation<T: 'static>(deferred: &Deferred<T>) -> Deferred<T> {
 /// assert!(d.result().failure().unwrap().check::<CancelledError>());
 /// # d.add_errback(|_| Ok(0));
 /// ```
+#[track_caller]
 pub fn delay_cancellation_coroutine<T, F>(future: F) -> Deferred<T>
 where
     T: 'static,

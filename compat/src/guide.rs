@@ -444,6 +444,41 @@
 //! [`capture_logcontext_errors`](crate::capture_logcontext_errors), as
 //! Synapse's tests turn every report into a failure.
 //!
+//! ## 5. Finding these bugs in your code: the cancellation fuzzer
+//!
+//! Synapse tests each endpoint by disconnecting at every `await` in turn.
+//! [`cancellation_fuzzer`](crate::cancellation_fuzzer) does the same for
+//! any code: give it a function that starts the coroutine (with the
+//! Deferreds and the clock it needs, made afresh on each call); it runs it
+//! once to find where it waits, then once per such point, cancelling
+//! there, and reports each rule of this guide that the cancel broke.
+//!
+//! ```
+//! use twisted_compat::cancellation_fuzzer::{fuzz_cancellation, Rule};
+//! use twisted_compat::{make_deferred_yieldable, CancelledError, Failure};
+//! use twisted_deferred::ensure_deferred;
+//! use twisted_reactor::{defer_later, Clock};
+//!
+//! let report = fuzz_cancellation(|run| {
+//!     let clock = Clock::new();
+//!     run.clock(&clock);                             // the fuzzer advances it
+//!     ensure_deferred(async move {
+//!         // try: await clock.sleep(5)  except Exception: logger.info(...)
+//!         if let Err(f) = make_deferred_yieldable(defer_later(&clock, 5.0, || Ok::<_, Failure>(()))).await {
+//!             let _ = f.check::<CancelledError>();   // logged, not re-raised
+//!         }
+//!         Ok::<_, Failure>("200")
+//!     })
+//! });
+//! assert_eq!(report.broken_rules(), [Rule::CancelledErrorSwallowed]);
+//! println!("{report}");                              // a verdict per point
+//! ```
+//!
+//! Every example above has a `fuzz_target`, and `cargo run -p
+//! twisted-compat --example NAME` ends with the fuzzer's report: it flags
+//! each Bad version with the rule it breaks and passes the Good and OK
+//! ones (`tests/tests/cancellation_fuzzer.rs`).
+//!
 //! ## Drawing your own
 //!
 //! The conformance runner draws any scenario

@@ -8,13 +8,16 @@
 //! argument order follow Synapse's, so a port reads line for line.
 //!
 //! [`guide`] walks a Twisted user through Deferreds, cancellation and
-//! logging contexts, with runnable examples (`compat/examples/`).
+//! logging contexts, with runnable examples (`compat/examples/`);
+//! [`cancellation_fuzzer`] finds the cancellation bugs the guide describes
+//! in any code.
 
 #![warn(missing_docs)]
 
 pub mod background_process;
 pub mod cancellable_marker;
 pub mod cancellation;
+pub mod cancellation_fuzzer;
 pub mod clock;
 pub mod event;
 pub mod gather;

@@ -28,7 +28,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::{Future, IntoFuture};
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::sync::{Arc, Mutex};
@@ -77,6 +77,122 @@ thread_local! {
     /// Coroutines that foreign wakers may resume, by id.
     static REGISTRY: RefCell<HashMap<u64, Weak<Coroutine>>> = RefCell::new(HashMap::new());
     static NEXT_ID: Cell<u64> = const { Cell::new(1) };
+}
+
+/// Identifies a coroutine (one [`ensure_deferred`] call) on its thread
+/// while it lives.
+pub type CoroutineId = u64;
+
+/// Sees what coroutines do: started, awaiting a Deferred (where), resumed
+/// (with what), finished. Tools install one per thread with
+/// [`set_coroutine_observer`] (the cancellation fuzzer of `twisted-compat`
+/// does). Every method does nothing by default. Methods run inside the
+/// coroutine's driver: they must not fire, cancel or await Deferreds.
+///
+/// ```
+/// use std::{cell::RefCell, panic::Location, rc::Rc};
+/// use twisted_deferred::{ensure_deferred, set_coroutine_observer, CoroutineId, CoroutineObserver, Deferred, Failure};
+///
+/// #[derive(Default)]
+/// struct Lines(RefCell<Vec<u32>>);
+/// impl CoroutineObserver for Lines {
+///     fn on_await(&self, _: CoroutineId, _: &Deferred, at: &'static Location<'static>, _: bool) {
+///         self.0.borrow_mut().push(at.line());
+///     }
+/// }
+/// let lines = Rc::new(Lines::default());
+/// set_coroutine_observer(Some(lines.clone()));
+/// let d: Deferred<()> = Deferred::new();
+/// let e = d.clone();
+/// let _c = ensure_deferred(async move { e.await?; Ok::<_, Failure>(()) });
+/// set_coroutine_observer(None);
+/// assert_eq!(*lines.0.borrow(), [line!() - 2]);   // the line of `e.await`
+/// # d.callback(()).unwrap();
+/// ```
+pub trait CoroutineObserver {
+    /// A coroutine was started at `location` (the `ensure_deferred` call);
+    /// `deferred` is the Deferred it returns. Runs before its first poll.
+    fn on_start(
+        &self,
+        coroutine: CoroutineId,
+        deferred: &Deferred<AnyValue>,
+        location: &'static Location<'static>,
+    ) {
+        let _ = (coroutine, deferred, location);
+    }
+
+    /// The coroutine awaits `awaited` at `location` (the `.await`), for the
+    /// first time at this await; `suspends` is false when it has a result
+    /// to give at once.
+    fn on_await(
+        &self,
+        coroutine: CoroutineId,
+        awaited: &Deferred<AnyValue>,
+        location: &'static Location<'static>,
+        suspends: bool,
+    ) {
+        let _ = (coroutine, awaited, location, suspends);
+    }
+
+    /// The await at `location` gives the coroutine its outcome (a value, or
+    /// the failure about to come out of it), before the coroutine goes on.
+    fn on_resume(
+        &self,
+        coroutine: CoroutineId,
+        location: &'static Location<'static>,
+        outcome: Result<(), &Failure>,
+    ) {
+        let _ = (coroutine, location, outcome);
+    }
+
+    /// The coroutine finished (returned, raised, panicked, or was dropped
+    /// by a cancel while awaiting a foreign future), about to fire its
+    /// Deferred with `outcome`.
+    fn on_finish(&self, coroutine: CoroutineId, outcome: Result<(), &Failure>) {
+        let _ = (coroutine, outcome);
+    }
+}
+
+thread_local! {
+    /// This thread's coroutine observer.
+    static OBSERVER: RefCell<Option<Rc<dyn CoroutineObserver>>> = const { RefCell::new(None) };
+    /// `OBSERVER.is_some()`, read without a borrow on every await.
+    static OBSERVING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Installs `observer` to see this thread's coroutines (`None` removes
+/// it) and returns the previous one.
+///
+/// ```
+/// use std::rc::Rc;
+/// use twisted_deferred::{set_coroutine_observer, CoroutineObserver};
+/// struct Nothing;
+/// impl CoroutineObserver for Nothing {}
+/// assert!(set_coroutine_observer(Some(Rc::new(Nothing))).is_none());
+/// assert!(set_coroutine_observer(None).is_some());
+/// ```
+pub fn set_coroutine_observer(
+    observer: Option<Rc<dyn CoroutineObserver>>,
+) -> Option<Rc<dyn CoroutineObserver>> {
+    OBSERVING.with(|o| o.set(observer.is_some()));
+    OBSERVER.with(|o| o.replace(observer))
+}
+
+/// This thread's observer, if any.
+#[inline]
+fn observer() -> Option<Rc<dyn CoroutineObserver>> {
+    if !OBSERVING.try_with(Cell::get).unwrap_or(false) {
+        return None;
+    }
+    OBSERVER.try_with(|o| o.borrow().clone()).ok().flatten()
+}
+
+/// `Ok(())` or the failure, from what fires a coroutine's Deferred.
+fn slot_outcome(slot: &Slot) -> Result<(), &Failure> {
+    match slot {
+        Slot::Failure(f) => Err(f),
+        _ => Ok(()),
+    }
 }
 
 /// Wakes that arrived from other threads, per thread, to run on
@@ -174,6 +290,9 @@ where
     *co.deferred.borrow_mut() = Inner::new(Some(canceller(co.clone())));
     REGISTRY.with(|r| r.borrow_mut().insert(id, Rc::downgrade(&co)));
     let d = Deferred::from_inner(co.deferred.borrow().clone());
+    if let Some(observer) = observer() {
+        observer.on_start(id, &d.as_any(), Location::caller());
+    }
     // Nobody can have fired `d` yet, so finishing cannot fail here.
     let _ = step(&co);
     d
@@ -229,7 +348,11 @@ fn handle_cancel(input: Slot, co: &Rc<Coroutine>) -> Slot {
         // inside: drop the coroutine (its destructors run) and fail.
         let dropped = co.future.borrow_mut().take();
         drop(dropped);
-        let _ = chain::fire(&fresh, Slot::Failure(Failure::new(CancelledError)));
+        let cancelled = Failure::new(CancelledError);
+        if let Some(observer) = observer() {
+            observer.on_finish(co.id, Err(&cancelled));
+        }
+        let _ = chain::fire(&fresh, Slot::Failure(cancelled));
         return Slot::Deferred(fresh);
     }
     for w in awaited {
@@ -306,6 +429,9 @@ fn step(co: &Rc<Coroutine>) -> Result<(), Failure> {
 /// becomes the failure of the Deferred whose link resumed it.
 fn finish(co: &Rc<Coroutine>, outcome: Slot) -> Result<(), Failure> {
     co.waiting_on.borrow_mut().clear();
+    if let Some(observer) = observer() {
+        observer.on_finish(co.id, slot_outcome(&outcome));
+    }
     let d = co.deferred.borrow().clone();
     let fired = chain::fire(&d, outcome);
     chain::release(d);
@@ -395,6 +521,10 @@ struct Mailbox {
 pub struct DeferredFuture<T> {
     deferred: Deferred<T>,
     mailbox: Option<Rc<Mailbox>>,
+    /// The `.await` (`into_future`'s caller).
+    location: &'static Location<'static>,
+    /// The observer was told about this await.
+    announced: bool,
 }
 
 impl<T: 'static> std::fmt::Debug for DeferredFuture<T> {
@@ -416,10 +546,13 @@ impl<T: Clone + 'static> IntoFuture for Deferred<T> {
     type Output = Result<T, Failure>;
     type IntoFuture = DeferredFuture<T>;
 
+    #[track_caller]
     fn into_future(self) -> DeferredFuture<T> {
         DeferredFuture {
             deferred: self,
             mailbox: None,
+            location: Location::caller(),
+            announced: false,
         }
     }
 }
@@ -428,7 +561,32 @@ impl<T: Clone + 'static> Future for DeferredFuture<T> {
     type Output = Result<T, Failure>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
+        let polled = self.poll_inner(cx);
+        if let Some(observer) = observer() {
+            let this = &mut *self;
+            let current = CURRENT.with(|c| c.borrow().as_ref().map(|co| co.id));
+            if let Some(id) = current {
+                if !this.announced {
+                    this.announced = true;
+                    observer.on_await(
+                        id,
+                        &this.deferred.as_any(),
+                        this.location,
+                        polled.is_pending(),
+                    );
+                }
+                if let Poll::Ready(outcome) = &polled {
+                    observer.on_resume(id, this.location, outcome.as_ref().map(|_| ()));
+                }
+            }
+        }
+        polled
+    }
+}
+
+impl<T: Clone + 'static> DeferredFuture<T> {
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, Failure>> {
+        let this = self;
         let inner = this.deferred.inner().clone();
         if let Some(mailbox) = this.mailbox.clone() {
             let delivered = mailbox.input.borrow_mut().take();
@@ -530,6 +688,7 @@ fn take_now<T: Clone + 'static>(d: &Deferred<T>) -> Result<T, Failure> {
 /// tx.send(21).unwrap();                 // wakes it on this thread: resumes now
 /// assert_eq!(d.result().value(), Some(42));
 /// ```
+#[track_caller]
 pub fn from_future<T, F>(future: F) -> Deferred<T>
 where
     T: 'static,
@@ -544,6 +703,7 @@ where
 impl<T: 'static> Deferred<T> {
     /// The result as an [`AnyValue`] future, for code awaiting Deferreds of
     /// types that are not `Clone` as dynamic values.
+    #[track_caller]
     pub fn into_any_future(self) -> DeferredFuture<AnyValue> {
         self.as_any().into_future()
     }

@@ -510,6 +510,21 @@ impl<T: 'static> Deferred<T> {
         Rc::as_ptr(&self.inner) as *const () as usize
     }
 
+    /// Where this Deferred was created and first fired, if debugging was
+    /// on ([`debug::set_debugging`](crate::debug::set_debugging)) when
+    /// that happened.
+    ///
+    /// ```
+    /// use twisted_deferred::{debug, Deferred};
+    /// debug::set_debugging(true);
+    /// let d: Deferred<u8> = Deferred::new();
+    /// assert_eq!(d.debug_info().unwrap().creator.unwrap().line(), line!() - 1);
+    /// debug::set_debugging(false);
+    /// ```
+    pub fn debug_info(&self) -> Option<crate::debug::DebugInfo> {
+        self.inner.debug_info()
+    }
+
     pub(crate) fn inner(&self) -> &Rc<Inner> {
         &self.inner
     }

@@ -103,8 +103,8 @@ mod value;
 
 pub use chain::MAX_NESTING;
 pub use coroutine::{
-    DeferredFuture, WakeNotifier, ensure_deferred, from_future, run_wakeups,
-    set_remote_wake_notifier,
+    CoroutineId, CoroutineObserver, DeferredFuture, WakeNotifier, ensure_deferred, from_future,
+    run_wakeups, set_coroutine_observer, set_remote_wake_notifier,
 };
 pub use deferred::{CancelResult, Deferred, Outcome, State};
 pub use errors::{

@@ -3,5 +3,6 @@
 
 #![warn(missing_docs)]
 
+pub mod fuzzing;
 pub mod scenario;
 pub mod support;

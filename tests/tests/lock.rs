@@ -821,4 +821,15 @@ fn generic_code_uses_the_concurrency_primitive_trait() {
     );
     assert!(lock.locked());
     assert_eq!(lock.waiting(), 1, "the inner run waits for the lock");
+    // The deadlock is a reference cycle (lock → waiting acquire → outer run
+    // → lock) that only Python's collector would free; cancelling the outer
+    // run reaches the waiting acquire and ends it.
+    d.cancel().unwrap();
+    assert!(is_cancelled(&d));
+    assert_eq!(lock.waiting(), 0);
+    assert!(
+        !lock.locked(),
+        "the outer run released the lock as it failed"
+    );
+    consume(&d);
 }

@@ -459,6 +459,9 @@ fn tuple_gather_results_fails_with_first_error_carrying_the_index() {
         assert!(Failure::ptr_eq(&b.result().failure().unwrap(), &failure));
         g.add_errback(|_| Ok((0, 0)));
         b.add_errback(|_| Ok(0));
+        // `a` and the list refer to each other until `a` fires (Python's
+        // collector would free the pair); firing it ends the cycle.
+        a.callback(0).unwrap();
         // With it, the input's failure becomes None.
         let (c, e): (Deferred<i32>, Deferred<u8>) = (Deferred::new(), Deferred::new());
         let g = gather_results((c.clone(), e.clone()), true);

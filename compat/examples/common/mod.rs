@@ -28,6 +28,7 @@ use std::fmt;
 use std::future::Future;
 use std::rc::Rc;
 
+use twisted_compat::cancellation_fuzzer::{FuzzRun, fuzz_cancellation};
 use twisted_compat::{
     LogcontextError, LogcontextErrorHook, LoggingContext, SENTINEL_CONTEXT,
     clear_background_process_counts, current_context, make_deferred_yieldable, set_current_context,
@@ -107,6 +108,49 @@ impl std::error::Error for ValueError {}
 /// The clock of the example running now.
 pub fn clock() -> Clock {
     CLOCK.with(|c| c.borrow().clone()).unwrap_or_default()
+}
+
+/// Synapse's HTTP layer starting a request's handler:
+/// `defer.ensureDeferred(handler())`, inside `with LoggingContext(name):`.
+/// Returns the handler's Deferred (cancelling it is what a client
+/// disconnecting does).
+pub fn start_request<F, Fut>(name: &str, handler: F) -> Deferred<String>
+where
+    F: FnOnce() -> Fut + 'static,
+    Fut: Future<Output = Result<String, Failure>> + 'static,
+{
+    let context_name = name.to_owned();
+    // request = defer.ensureDeferred(handler())
+    ensure_deferred(async move {
+        // with LoggingContext(name=..., server_name=...):
+        let context = LoggingContext::new(context_name, SERVER_NAME);
+        let _scope = context.entered();
+        handler().await
+    })
+}
+
+/// Prepares a run of the cancellation fuzzer: a fresh clock, which the
+/// fuzzer drives and `sleep` uses, and a fresh trace; both are cleared when
+/// the run is over.
+pub fn fuzz_setup(run: &mut FuzzRun) {
+    LINES.with(|lines| lines.borrow_mut().clear());
+    let clock = Clock::new();
+    CLOCK.with(|c| *c.borrow_mut() = Some(clock.clone()));
+    run.clock(&clock);
+    run.at_end(|| {
+        CLOCK.with(|c| c.borrow_mut().take());
+        LINES.with(|lines| lines.borrow_mut().clear());
+    });
+}
+
+/// Runs the cancellation fuzzer over an example's fuzz target, which
+/// starts `request` (and whatever else the example needs), and prints its
+/// report (`cargo run --example NAME` ends with it).
+pub fn print_fuzz_report(request: &str, target: fn(&mut FuzzRun) -> Deferred<String>) {
+    let report = fuzz_cancellation(target);
+    println!();
+    println!("The cancellation fuzzer, cancelling {request} at each point where it waits:");
+    print!("{report}");
 }
 
 /// A slow operation that has not been made to follow the logging-context
@@ -295,14 +339,7 @@ impl Example {
         Fut: Future<Output = Result<String, Failure>> + 'static,
     {
         step(format!("{name} arrives"));
-        let context_name = name.to_owned();
-        // request = defer.ensureDeferred(handler())
-        let request: Deferred<String> = ensure_deferred(async move {
-            // with LoggingContext(name=..., server_name=...):
-            let context = LoggingContext::new(context_name, SERVER_NAME);
-            let _scope = context.entered();
-            handler().await
-        });
+        let request = start_request(name, handler);
         let request_name = name.to_owned();
         let reply = request.add_both(move |outcome: Result<String, Failure>| {
             let reply = Reply::of(outcome);

@@ -19,7 +19,7 @@ pub mod trace_diagram;
 pub mod values;
 
 pub use parse::{ParseError, parse};
-pub use run::{RunError, run, run_recorded};
+pub use run::{Limits, RunError, run, run_recorded, run_recorded_with_limits, run_with_limits};
 
 /// Why [`run_text`] produced no trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub enum Error {
     /// The text is not a well-formed scenario (exit code 2).
     Parse(ParseError),
     /// The scenario could not be run (exit code 3 when unsupported, 4 when
-    /// it turned out invalid).
+    /// it turned out invalid, 5 when it exceeded its [`Limits`]).
     Run(RunError),
 }
 
@@ -49,12 +49,32 @@ impl Error {
             Error::Parse(_) => 2,
             Error::Run(RunError::Unsupported { .. }) => 3,
             Error::Run(RunError::Invalid { .. }) => 4,
+            Error::Run(RunError::LimitExceeded { .. }) => 5,
         }
     }
 }
 
 /// Parses and runs scenario text.
 pub fn run_text(text: &str) -> Result<String, Error> {
+    run_text_with_limits(text, Limits::UNLIMITED)
+}
+
+/// Parses and runs scenario text within `limits`: whatever the text, this
+/// returns promptly, with the trace or an [`Error`] (never a panic).
+///
+/// ```
+/// use integration_tests::scenario::{Error, Limits, RunError, run_text_with_limits};
+/// // c2 calls c1 twice, c3 calls c2 twice, …: exponential work.
+/// let mut text = String::from("async c0\nreturn 1\nend\n");
+/// for i in 1..40 {
+///     text += &format!("async c{i}\ncall c{j}\ncall c{j}\nend\n", j = i - 1);
+/// }
+/// text += "start r c39\n";
+/// let e = run_text_with_limits(&text, Limits::steps(10_000)).unwrap_err();
+/// assert!(matches!(e, Error::Run(RunError::LimitExceeded { max_steps: 10_000, .. })));
+/// assert_eq!(e.exit_code(), 5);
+/// ```
+pub fn run_text_with_limits(text: &str, limits: Limits) -> Result<String, Error> {
     let scenario = parse(text).map_err(Error::Parse)?;
-    run(&scenario).map_err(Error::Run)
+    run_with_limits(&scenario, limits).map_err(Error::Run)
 }

@@ -42,6 +42,43 @@ pub enum RunError {
         /// What went wrong.
         message: String,
     },
+    /// The run did more work than its [`Limits`] allow (only with
+    /// [`run_with_limits`]): the top-level op during which the budget ran
+    /// out, and the budget.
+    LimitExceeded {
+        /// The top-level op's source line.
+        line: usize,
+        /// The step budget that was exhausted.
+        max_steps: u64,
+    },
+}
+
+/// Bounds on the work one run may do, so that no scenario text can make the
+/// runner spin for long: coroutines calling coroutines twice each, for
+/// instance, do exponential work in as many lines.
+///
+/// A *step* is one callback or canceller body run, one effect, one
+/// coroutine line or call. Once the budget is spent, every further body,
+/// effect and coroutine line fails at once without doing anything, so the
+/// op in progress ends promptly, and the run returns
+/// [`RunError::LimitExceeded`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// The most steps a run may take; `None` for no bound (what [`run`]
+    /// uses).
+    pub max_steps: Option<u64>,
+}
+
+impl Limits {
+    /// No bound: what [`run`] and [`run_recorded`] use.
+    pub const UNLIMITED: Limits = Limits { max_steps: None };
+
+    /// At most `max_steps` steps.
+    pub fn steps(max_steps: u64) -> Limits {
+        Limits {
+            max_steps: Some(max_steps),
+        }
+    }
 }
 
 impl std::fmt::Display for RunError {
@@ -52,6 +89,12 @@ impl std::fmt::Display for RunError {
             }
             RunError::Invalid { line, message } => {
                 write!(f, "line {line}: invalid scenario: {message}")
+            }
+            RunError::LimitExceeded { line, max_steps } => {
+                write!(
+                    f,
+                    "line {line}: the run exceeded its limit of {max_steps} steps"
+                )
             }
         }
     }
@@ -78,6 +121,11 @@ pub(super) struct Env {
     pub(super) features: super::features::Features,
     /// What is recorded for pictures ([`super::record`]), when asked for.
     recorder: RefCell<Option<super::record::Recorder>>,
+    /// Steps taken so far, and the budget ([`Limits`]).
+    steps: std::cell::Cell<u64>,
+    max_steps: std::cell::Cell<Option<u64>>,
+    /// The budget ran out.
+    over_budget: std::cell::Cell<bool>,
 }
 
 impl Env {
@@ -116,6 +164,21 @@ impl Env {
         }
         self.invalidate(format!("`{name}` is used before it is bound"));
         Err(Failure::msg("unbound name"))
+    }
+
+    /// Counts one step of work ([`Limits`]); fails once the budget is
+    /// spent, and from then on.
+    pub(super) fn step(&self) -> Result<(), Failure> {
+        if self.over_budget.get() {
+            return Err(Failure::msg("step limit exceeded"));
+        }
+        let steps = self.steps.get() + 1;
+        self.steps.set(steps);
+        if self.max_steps.get().is_some_and(|max| steps > max) {
+            self.over_budget.set(true);
+            return Err(Failure::msg("step limit exceeded"));
+        }
+        Ok(())
     }
 
     pub(super) fn invalidate(&self, message: String) {
@@ -239,19 +302,34 @@ fn unsupported(s: &Scenario) -> Option<RunError> {
 
 /// Runs a scenario and returns its trace.
 pub fn run(s: &Scenario) -> Result<String, RunError> {
-    run_with(s, false).map(|(trace, _)| trace)
+    run_with_limits(s, Limits::UNLIMITED)
+}
+
+/// Runs a scenario within `limits` and returns its trace (the same trace
+/// [`run`] returns, when the run stays within them).
+pub fn run_with_limits(s: &Scenario, limits: Limits) -> Result<String, RunError> {
+    run_with(s, false, limits).map(|(trace, _)| trace)
 }
 
 /// Runs a scenario and returns its trace, with what was recorded for
 /// pictures while it ran ([`super::record`]). The trace is the one [`run`]
 /// returns.
 pub fn run_recorded(s: &Scenario) -> Result<(String, super::record::Recording), RunError> {
-    run_with(s, true).map(|(trace, recording)| (trace, recording.unwrap_or_default()))
+    run_recorded_with_limits(s, Limits::UNLIMITED)
+}
+
+/// [`run_recorded`] within `limits`.
+pub fn run_recorded_with_limits(
+    s: &Scenario,
+    limits: Limits,
+) -> Result<(String, super::record::Recording), RunError> {
+    run_with(s, true, limits).map(|(trace, recording)| (trace, recording.unwrap_or_default()))
 }
 
 fn run_with(
     s: &Scenario,
     record: bool,
+    limits: Limits,
 ) -> Result<(String, Option<super::record::Recording>), RunError> {
     use super::record::{Mark, Recorder};
     if let Some(e) = unsupported(s) {
@@ -260,29 +338,45 @@ fn run_with(
     let (result, unhandled) = capture_unhandled_errors(|| {
         let tracker = Tracker::start();
         let env = Rc::new(Env::default());
+        env.max_steps.set(limits.max_steps);
         if record {
             *env.recorder.borrow_mut() = Some(Recorder::default());
         }
         let runner = Runner { env: env.clone() };
         super::features::begin(&runner);
+        let mut failed = None;
         for stmt in &s.stmts {
             env.record_states();
             env.mark(Mark::Op(stmt.clone()));
             runner.op(stmt);
             env.record_states();
             env.mark(Mark::OpEnd);
+            if env.over_budget.get() {
+                failed = Some(RunError::LimitExceeded {
+                    line: stmt.line,
+                    max_steps: limits.max_steps.unwrap_or(u64::MAX),
+                });
+                break;
+            }
             if let Some(message) = env.invalid.borrow_mut().take() {
-                return Err(RunError::Invalid {
+                failed = Some(RunError::Invalid {
                     line: stmt.line,
                     message,
                 });
+                break;
             }
         }
-        runner.final_state();
-        let recording = env.recorder.borrow_mut().take().map(|r| r.recording);
-        let trace = env.out.take();
+        let output = match failed {
+            Some(e) => Err(e),
+            None => {
+                runner.final_state();
+                let recording = env.recorder.borrow_mut().take().map(|r| r.recording);
+                Ok((env.out.take(), recording))
+            }
+        };
         // Drop every reference; Deferreds left holding an unhandled failure
-        // report it now.
+        // report it now. (A run that failed is torn down the same way, so
+        // that it leaves nothing alive behind either.)
         drop(runner);
         let names = std::mem::take(&mut *env.names.borrow_mut());
         drop(names);
@@ -290,7 +384,7 @@ fn run_with(
         // Python's final gc.collect(): whatever is still alive now is only
         // kept alive by cycles among garbage.
         tracker.collect();
-        Ok((trace, recording))
+        output
     });
     let (mut trace, recording) = result?;
     let mut lines: Vec<String> = unhandled
@@ -343,6 +437,7 @@ impl Runner {
                             let Some(env) = weak.upgrade() else {
                                 return Ok(());
                             };
+                            env.step()?;
                             env.line(format_args!("{name} canceller @{}", env.context()));
                             env.mark(super::record::Mark::ActorStart(name.clone()));
                             let r = run_effects(&env, &effects);
@@ -525,6 +620,9 @@ fn run_body(
     let Some(env) = weak.upgrade() else {
         return Outcome::Failure(Failure::msg("scenario is over"));
     };
+    if let Err(f) = env.step() {
+        return Outcome::Failure(f);
+    }
     match &input {
         Ok(v) => env.line(format_args!(
             "{name}.{n} cb <- {} @{}",
@@ -574,6 +672,7 @@ fn compute(env: &Env, result: &ResultTok, input: Result<AnyValue, Failure>) -> O
 /// Runs effects in order; the first that raises stops the rest.
 pub(super) fn run_effects(env: &Rc<Env>, effects: &[Effect]) -> Result<(), Failure> {
     for e in effects {
+        env.step()?;
         env.mark(super::record::Mark::EffectStart(e.clone()));
         let ran = run_effect(env, e);
         env.mark(super::record::Mark::EffectEnd);
@@ -634,6 +733,7 @@ async fn frame_body(weak: &Weak<Env>, name: &str, body: &[CoStmt]) -> Result<Any
         let Some(env) = weak.upgrade() else {
             return Err(Failure::msg("scenario is over"));
         };
+        env.step()?;
         match &stmt.stmt {
             CoLine::Await {
                 name: x,

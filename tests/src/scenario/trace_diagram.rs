@@ -140,8 +140,18 @@ pub struct Diagram {
 /// trace `run_text` gives) and its diagram. The title is the scenario's
 /// first comment line.
 pub fn diagram_text(text: &str) -> Result<(String, Diagram), super::Error> {
+    diagram_text_with_limits(text, super::Limits::UNLIMITED)
+}
+
+/// [`diagram_text`] within `limits` (see
+/// [`run_text_with_limits`](super::run_text_with_limits)).
+pub fn diagram_text_with_limits(
+    text: &str,
+    limits: super::Limits,
+) -> Result<(String, Diagram), super::Error> {
     let scenario = super::parse(text).map_err(super::Error::Parse)?;
-    let (trace, recording) = super::run_recorded(&scenario).map_err(super::Error::Run)?;
+    let (trace, recording) =
+        super::run_recorded_with_limits(&scenario, limits).map_err(super::Error::Run)?;
     let mut diagram = Diagram::from_run(&scenario, &trace, &recording);
     diagram.title = title(text);
     Ok((trace, diagram))
