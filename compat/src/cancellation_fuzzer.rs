@@ -76,12 +76,15 @@
 //!
 //! # Harnesses
 //!
-//! A Synapse-style endpoint harness (`make_request_with_cancellation_test`)
-//! is a thin use of the fuzzer: its start function builds the site and its
-//! clock, sends the request on a fake channel and returns the handler's
-//! Deferred (or a Deferred of the response with 499 turned into
-//! `CancelledError`), registers the clock with [`FuzzRun::clock`], and
-//! disconnects the client with [`FuzzRun::cancel_with`]. The document's
+//! A Synapse-style endpoint harness
+//! ([`make_request_with_cancellation_test`](crate::http::make_request_with_cancellation_test))
+//! is a thin use of the fuzzer: its start function sends the request on a
+//! fake channel to the site (one site and clock for every run, as Synapse
+//! reuses them between attempts) and returns a Deferred of the response
+//! with 499 turned into `CancelledError`; it registers the clock with
+//! [`FuzzRun::clock`], disconnects the client with [`FuzzRun::cancel_with`],
+//! and marks the request's logging context finished once it has answered,
+//! with [`FuzzRun::after_each_step`]. The document's
 //! examples do the same with their stand-in for the HTTP layer
 //! (`compat/examples/common/mod.rs`, `start_request`).
 //!
@@ -831,6 +834,7 @@ pub struct FuzzRun {
     bystanders: Vec<Bystander>,
     cancel_with: Option<StepFn>,
     at_end: Vec<Box<dyn FnOnce()>>,
+    after_each_step: Vec<Box<dyn FnMut()>>,
     moment: Rc<Cell<Moment>>,
 }
 
@@ -865,6 +869,7 @@ impl FuzzRun {
             bystanders: Vec::new(),
             cancel_with: None,
             at_end: Vec::new(),
+            after_each_step: Vec::new(),
             moment: Rc::new(Cell::new(Moment::Steps(0))),
         }
     }
@@ -1029,6 +1034,58 @@ impl FuzzRun {
     pub fn at_end(&mut self, f: impl FnOnce() + 'static) -> &mut FuzzRun {
         self.at_end.push(Box::new(f));
         self
+    }
+
+    /// Runs `f` after the cancel and after every driver step, when none of
+    /// the code under test is on the stack: for a harness that looks at (or
+    /// marks) what the code left between steps. The endpoint harness marks a
+    /// disconnected request's logging context finished there once its
+    /// response is out, as Synapse's sets `request.logcontext.finished`
+    /// after the disconnect. A panic in `f` is recorded like a failure
+    /// raised out of a timer.
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc};
+    /// use twisted_compat::cancellation_fuzzer::fuzz_cancellation;
+    /// use twisted_compat::{Deferred, Failure};
+    /// use twisted_deferred::ensure_deferred;
+    /// let seen = Rc::new(Cell::new(0));
+    /// let s = seen.clone();
+    /// let report = fuzz_cancellation(move |run| {
+    ///     let d: Deferred<()> = Deferred::new();
+    ///     let fire = d.clone();
+    ///     run.step("d fires", move || {
+    ///         let _ = fire.callback(());                  // already cancelled: ignored
+    ///         Ok(())
+    ///     });
+    ///     let s = s.clone();
+    ///     run.after_each_step(move || s.set(s.get() + 1));
+    ///     ensure_deferred(async move { d.await?; Ok::<_, Failure>(()) })
+    /// });
+    /// assert!(report.is_safe());
+    /// // The run without a cancel: after its step; the run cancelled at
+    /// // point 0: after the cancel, and after its step.
+    /// assert_eq!(seen.get(), 3);
+    /// ```
+    pub fn after_each_step(&mut self, f: impl FnMut() + 'static) -> &mut FuzzRun {
+        self.after_each_step.push(Box::new(f));
+        self
+    }
+
+    /// Runs the [`after_each_step`](FuzzRun::after_each_step) hooks,
+    /// recording those that panicked.
+    fn run_after_each_step(&mut self, recorder: &Recorder) {
+        for f in &mut self.after_each_step {
+            if let Err(failure) = guarded(|| {
+                f();
+                Ok(())
+            }) {
+                recorder.push(Event::Raised {
+                    what: "after_each_step".to_owned(),
+                    message: failure.to_string(),
+                });
+            }
+        }
     }
 
     /// Takes one driver step; `None` when there is nothing left to do.
@@ -1769,6 +1826,7 @@ fn run_once<T: 'static>(
             if cancel_at == Some(index) {
                 cancel = Some(cancel_now(&recorder, &mut run, &target, target_co, &moment));
                 moment.set(Moment::Steps(steps));
+                run.run_after_each_step(&recorder);
             }
         }
         if steps >= options.max_steps {
@@ -1787,6 +1845,7 @@ fn run_once<T: 'static>(
                 message: f.to_string(),
             });
         }
+        run.run_after_each_step(&recorder);
         after = label;
     }
 

@@ -53,6 +53,7 @@
 //! | `encode_canonical_json`, `json_decoder` | [`Json`] |
 //! | the `synapse.access.http.<tag>` access log | the `log` target of [`SynapseSite::access_logger`]; [`AccessLogEntry`] via [`SynapseSite::add_observer`] |
 //! | `tests.server.make_request`, `FakeChannel` | [`make_request`], [`FakeChannel`] |
+//! | `tests.http.server._base.make_request_with_cancellation_test` | [`make_request_with_cancellation_test`] |
 //!
 //! When a complete request has arrived, the request gets a logging context
 //! named by its request id (`GET-0`: method and the site's sequence
@@ -111,6 +112,7 @@
 //! no idle timeout, no rate-limit pause, no OPTIONS/CORS pre-flight
 //! resource, no resource-usage accounting (the access log shows zeros).
 
+pub mod cancellation_test;
 mod fake;
 pub mod json;
 mod parser;
@@ -118,6 +120,7 @@ mod request;
 mod resource;
 mod site;
 
+pub use cancellation_test::make_request_with_cancellation_test;
 pub use fake::{
     AwaitResultTimeout, FakeChannel, FakeResponse, make_request, parse_response, parse_response_for,
 };
