@@ -273,3 +273,101 @@ fn a_client_that_stays_gets_its_response() {
     assert!(entry.finished);
     assert_eq!(entry.sent_length, response.body.len());
 }
+
+// Soak regression: with its gate already open, the shared computation ends
+// inside `run_as_background_process`, before the demo remembered it; it was
+// then remembered anyway, finished, and served to every later request
+// without computing again (and never removed).
+#[test]
+fn a_shared_computation_that_finished_at_once_is_not_kept() {
+    let (served, _demo) = run_demo(|c| {
+        let opened = c.request("POST", "/gates/k/open", b"");
+        let first = c.request("GET", "/shared/k", b"");
+        let second = c.request("GET", "/shared/k", b"");
+        let stats = c.request("GET", "/stats", b"");
+        // Noted before the responses were written.
+        c.drain();
+        (opened, first, second, stats, c.notes())
+    });
+    let (opened, first, second, stats, notes) = served.value;
+    assert_eq!(opened.code, 200);
+    let computations =
+        |r: &twisted_compat::http::FakeResponse| r.json().unwrap().get("computations").cloned();
+    assert_eq!(computations(&first), Some(Json::Int(1)));
+    assert_eq!(computations(&second), Some(Json::Int(2)));
+    let stats = stats.json().unwrap();
+    assert_eq!(stats.get("shared_pending"), Some(&Json::Int(0)));
+    assert_eq!(
+        stats.get("background_contexts"),
+        Some(&Json::object([("finished", 2), ("started", 2)]))
+    );
+    assert_eq!(
+        notes
+            .iter()
+            .filter(|n| *n == "shared k: computation finished")
+            .count(),
+        2
+    );
+}
+
+// Soak regression: the demo kept every event (and every write) for
+// `GET /state`, so its memory grew with each request served, and so did
+// each `/state` response.
+#[test]
+fn the_demo_keeps_only_its_latest_events() {
+    let requests = http_demo::KEPT / 2 + 10;
+    let (served, demo) = run_demo(move |c| {
+        for _ in 0..requests {
+            assert_eq!(c.request("GET", "/sleep/0", b"").code, 200);
+        }
+        c.request("GET", "/state", b"")
+    });
+    let state = served.value.json().unwrap();
+    let Some(Json::Array(events)) = state.get("events") else {
+        panic!("no events in {state:?}");
+    };
+    assert_eq!(events.len(), http_demo::KEPT);
+    assert_eq!(demo.events().len(), http_demo::KEPT);
+    // The latest are kept.
+    assert!(demo.events().last().unwrap().ends_with(": done"));
+}
+
+// The soak test's view: `/stats` counts disconnects, cancelled handlers,
+// `499!` lines, and requests whose context is still in flight.
+#[test]
+fn stats_count_disconnects_and_cancelled_handlers() {
+    let (served, _demo) = run_demo(|c| {
+        let mut a = c.connect();
+        c.send(&mut a, "GET", "/sleep/3600", b"");
+        let id = c.wait_received("/sleep/3600");
+        c.wait_note(&format!("sleep {id}: started"));
+        hang_up(a);
+        c.wait_processed(&id);
+        assert_eq!(c.request("GET", "/sleep/0", b"").code, 200);
+        c.request("GET", "/stats", b"")
+    });
+    let stats = served.value.json().unwrap();
+    let get = |key: &str| stats.get(key).cloned();
+    assert_eq!(get("disconnects"), Some(Json::Int(1)));
+    assert_eq!(get("access_log_499"), Some(Json::Int(1)));
+    assert_eq!(get("responses_dropped"), Some(Json::Int(1)));
+    assert_eq!(
+        get("cancelled"),
+        Some(Json::object([
+            ("delayed", 0),
+            ("shared", 0),
+            ("sleep", 1),
+            ("total", 1)
+        ]))
+    );
+    assert_eq!(
+        get("requests"),
+        Some(Json::object([
+            ("in_flight", 0),
+            ("processed", 2),
+            ("received", 3)
+        ]))
+    );
+    assert_eq!(get("unhandled_errors"), Some(Json::Int(0)));
+    assert_eq!(get("logcontext_errors"), Some(Json::Int(0)));
+}
