@@ -101,3 +101,9 @@ pub use twisted_deferred::{
 /// fn not_a_coroutine() -> u32 { 1 }
 /// ```
 pub use twisted_compat_macros::cancellable;
+
+/// The README's examples, compiled and run as doctests (here, where every
+/// crate they use is a dependency).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

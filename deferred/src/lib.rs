@@ -124,11 +124,6 @@ pub use semaphore::{DeferredSemaphore, InvalidTokensError};
 pub use unhandled::{UnhandledErrorHook, capture_unhandled_errors, set_unhandled_error_hook};
 pub use value::AnyValue;
 
-/// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;
-
 /// Converts `a` into a `B` when `A` and `B` are the same type; gives `a`
 /// back otherwise. Compiles to nothing.
 #[inline]

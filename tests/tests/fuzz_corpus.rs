@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use integration_tests::fuzzing::{deferred_ops, scenario};
+use integration_tests::fuzzing::{deferred_ops, http, scenario};
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
@@ -438,6 +438,260 @@ fn write_deferred_ops_seeds() {
         );
         deferred_ops::install_panic_filter();
         deferred_ops::run(&bytes);
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+/// Runs one HTTP input; on a failure, prints it (decoded) before failing.
+fn run_http_reporting(data: &[u8], origin: &str) -> http::Report {
+    match std::panic::catch_unwind(|| http::check(data)) {
+        Ok(report) => report,
+        Err(panic) => {
+            let input = http::decode(data);
+            eprintln!(
+                "http input {origin} failed: {data:?}\n{:?}, tick {}, splits {:?}, payload {:?}",
+                input.disconnect,
+                input.tick,
+                input.splits,
+                String::from_utf8_lossy(&input.payload)
+            );
+            std::panic::resume_unwind(panic)
+        }
+    }
+}
+
+#[test]
+fn http_corpus_replays_cleanly() {
+    let files = inputs("http");
+    assert!(files.len() >= 15, "seed corpus missing: {files:?}");
+    let mut codes = std::collections::BTreeSet::new();
+    for f in files {
+        let data = std::fs::read(&f).unwrap();
+        let report = run_http_reporting(&data, &f.display().to_string());
+        codes.extend(report.codes);
+        codes.extend(report.unanswered);
+    }
+    // The seeds reach every kind of answer.
+    for code in [200, 400, 404, 405, 413, 499] {
+        assert!(codes.contains(&code), "no seed gets {code}: {codes:?}");
+    }
+}
+
+/// Tokens the mutations of the HTTP seeds insert.
+const HTTP_TOKENS: &[&[u8]] = &[
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b" ",
+    b":",
+    b"\r\n\r\n",
+    b"GET ",
+    b"HEAD ",
+    b"POST ",
+    b" HTTP/1.1",
+    b" HTTP/1.0",
+    b"/ping",
+    b"/echo",
+    b"/sleep/2",
+    b"/rooms/!r/messages",
+    b"?from=x",
+    b"Content-Length: ",
+    b"Transfer-Encoding: chunked",
+    b"Connection: close",
+    b"Expect: 100-continue",
+    b"0\r\n\r\n",
+    b"5\r\nabcde\r\n",
+    b"999",
+    b"{}",
+    b"%2F",
+];
+
+#[test]
+fn http_random_inputs_run_cleanly() {
+    let mut seeds: Vec<Vec<u8>> = inputs("http")
+        .iter()
+        .map(|f| std::fs::read(f).unwrap())
+        .filter(|s| !s.is_empty())
+        .collect();
+    seeds.sort();
+    assert!(!seeds.is_empty(), "seed corpus missing");
+    for (i, noise) in random_inputs(3000, 12, 0x0bad_c0de_4477).enumerate() {
+        let mut data = seeds[i % seeds.len()].clone();
+        for (j, b) in noise.iter().enumerate() {
+            let at = (usize::from(*b) * 131 + j * 7919 + i * 31) % (data.len() + 1);
+            match b % 5 {
+                // The header: when to disconnect, the clock, the chunks.
+                0 => data[0] = b.wrapping_mul(37),
+                1 => {
+                    let token = HTTP_TOKENS[(usize::from(*b) + i) % HTTP_TOKENS.len()];
+                    data.splice(at..at, token.iter().copied());
+                }
+                2 if at < data.len() => {
+                    let end = (at + usize::from(b % 8) + 1).min(data.len());
+                    data.drain(at..end);
+                }
+                3 if at < data.len() => data[at] = b.rotate_left(3),
+                _ => {
+                    let end = (at + usize::from(b % 16)).min(data.len());
+                    let copy = data[at..end].to_vec();
+                    data.splice(at..at, copy);
+                }
+            }
+            if data.is_empty() {
+                data.push(0);
+            }
+        }
+        run_http_reporting(&data, &format!("random #{i}"));
+    }
+}
+
+/// Writes the hand-made seeds of `tests/fuzz/corpus/http/` (run with
+/// `--ignored` after changing the input encoding or adding a seed).
+#[test]
+#[ignore = "writes the seed corpus"]
+fn write_http_seeds() {
+    use http::{Disconnect, Input};
+    let plain = |payload: &[u8]| Input {
+        disconnect: Disconnect::Never,
+        tick: false,
+        splits: vec![],
+        payload: payload.to_vec(),
+    };
+    let with = |disconnect, tick, splits: &[u8], payload: &[u8]| Input {
+        disconnect,
+        tick,
+        splits: splits.to_vec(),
+        payload: payload.to_vec(),
+    };
+    let big_header = format!("GET /ping HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(1100));
+    let many_headers = format!(
+        "GET /ping HTTP/1.1\r\n{}\r\n",
+        (0..20)
+            .map(|n| format!("X-{n}: {n}\r\n"))
+            .collect::<String>()
+    );
+    let pings_behind_a_sleep = format!(
+        "GET /sleep/1 HTTP/1.1\r\n\r\n{}",
+        "GET /ping HTTP/1.1\r\n\r\n".repeat(15)
+    );
+    // A JSON object of exactly the body limit, 512 bytes.
+    let at_the_limit = format!("{{\"a\":\"{}\"}}", "x".repeat(504));
+    assert_eq!(at_the_limit.len(), 512);
+    let body_at_the_limit = format!(
+        "POST /echo HTTP/1.1\r\nContent-Length: 512\r\n\r\n{at_the_limit}GET /ping HTTP/1.1\r\n\r\n"
+    );
+    let chunk_at_the_limit = format!(
+        "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n200\r\n{at_the_limit}\r\n0\r\n\r\n"
+    );
+    let chunks_over_the_limit = format!(
+        "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n100\r\n{}\r\n101\r\n",
+        " ".repeat(256)
+    );
+    let seeds: Vec<(&str, Input)> = vec![
+        ("body_at_the_limit", plain(body_at_the_limit.as_bytes())),
+        ("chunk_at_the_limit", plain(chunk_at_the_limit.as_bytes())),
+        ("chunks_over_the_limit", plain(chunks_over_the_limit.as_bytes())),
+        ("get_ping", plain(b"GET /ping HTTP/1.1\r\nHost: hs\r\n\r\n")),
+        (
+            "post_echo_json",
+            plain(b"POST /echo HTTP/1.1\r\nContent-Length: 13\r\n\r\n{\"a\":[1,2.5]}"),
+        ),
+        (
+            "post_echo_not_json",
+            plain(b"POST /echo HTTP/1.1\r\nContent-Length: 3\r\n\r\n{x}"),
+        ),
+        (
+            "chunked_body_in_pieces",
+            with(
+                Disconnect::Never,
+                false,
+                &[3, 20, 1, 1, 30, 2, 5],
+                b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\nX-Trailer: t\r\n\r\n",
+            ),
+        ),
+        (
+            "pipelined_routes",
+            plain(
+                b"GET /ping HTTP/1.1\r\n\r\nHEAD /ping HTTP/1.1\r\n\r\nGET /rooms/!a%3Ahs/messages?from=t1 HTTP/1.1\r\n\r\nDELETE /ping HTTP/1.1\r\n\r\nGET /nowhere HTTP/1.1\r\n\r\nGET /ping HTTP/1.1\r\n\r\n",
+            ),
+        ),
+        (
+            "cancellable_sleep_client_leaves",
+            with(Disconnect::MidHandler, false, &[], b"GET /sleep/3 HTTP/1.1\r\n\r\n"),
+        ),
+        (
+            "uncancellable_handler_client_leaves",
+            with(
+                Disconnect::AfterSending,
+                false,
+                &[],
+                b"GET /rooms/r/messages HTTP/1.1\r\n\r\n",
+            ),
+        ),
+        (
+            "pipelined_behind_a_sleep_pauses_reading",
+            with(Disconnect::Never, true, &[30, 100], pings_behind_a_sleep.as_bytes()),
+        ),
+        (
+            "http_1_0_then_ignored",
+            plain(b"GET /ping HTTP/1.0\r\n\r\nGET /ping HTTP/1.1\r\n\r\n"),
+        ),
+        (
+            "connection_close",
+            plain(b"GET /sleep/1 HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\nGET /ping HTTP/1.1\r\n\r\n"),
+        ),
+        ("bad_request_line", plain(b"HELLO THERE\r\n\r\n")),
+        ("bad_version", plain(b"GET /ping HTTP/2.0\r\n\r\n")),
+        ("target_not_a_path", plain(b"OPTIONS * HTTP/1.1\r\n\r\n")),
+        ("header_too_large", plain(big_header.as_bytes())),
+        ("too_many_headers", plain(many_headers.as_bytes())),
+        (
+            "content_length_not_a_number",
+            plain(b"POST /echo HTTP/1.1\r\nContent-Length: 1x\r\n\r\n{}"),
+        ),
+        (
+            "content_length_twice",
+            plain(b"POST /echo HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}"),
+        ),
+        (
+            "content_length_and_chunked",
+            plain(b"POST /echo HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ),
+        (
+            "body_too_large",
+            plain(b"POST /echo HTTP/1.1\r\nContent-Length: 100000\r\n\r\n{}"),
+        ),
+        (
+            "chunk_too_large",
+            plain(b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n"),
+        ),
+        ("malformed_chunk_size", plain(b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")),
+        ("bare_lf", plain(b"\nGET /ping HTTP/1.1\nHost: hs\n\nGET /ping HTTP/1.1\n\n")),
+        (
+            "expect_100_continue",
+            with(
+                Disconnect::Never,
+                false,
+                &[60],
+                b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}",
+            ),
+        ),
+        (
+            "byte_at_a_time_then_leave",
+            with(
+                Disconnect::AfterFirstSend,
+                false,
+                &[1, 1, 1, 1, 1, 1, 1],
+                b"GET /ping HTTP/1.1\r\n\r\n",
+            ),
+        ),
+    ];
+    let dir = fuzz_dir().join("corpus/http");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, input) in seeds {
+        let bytes = http::encode(&input);
+        assert_eq!(http::decode(&bytes), input, "{name} does not round-trip");
+        run_http_reporting(&bytes, name);
         std::fs::write(dir.join(name), bytes).unwrap();
     }
 }
