@@ -843,6 +843,12 @@ struct Info {
     /// A combinator with two inputs or more: never returned from a body
     /// or awaited (see [`Harness::may_wait_on`]).
     fans_out: bool,
+    /// A body paused or unpaused it while it waited on another Deferred:
+    /// the wait's own pause and the harness's then mix (an unpause undoes
+    /// the wait's pause, the hand-off undoes it again), so balancing the
+    /// harness's pauses does not restore a count the checks can read (in
+    /// Twisted too: it can end paused once, waiting on nothing).
+    paused_while_waiting: bool,
     /// How many plain results a combinator's result holds, counting
     /// nested combinators' (0 for a plain Deferred, which counts as 1).
     weight: u64,
@@ -1128,7 +1134,13 @@ impl Harness {
         let Some((serial, h)) = self.get(r) else {
             return;
         };
-        self.infos.borrow_mut()[serial].net_pause += delta;
+        {
+            let mut infos = self.infos.borrow_mut();
+            infos[serial].net_pause += delta;
+            if h.any().is_waiting() {
+                infos[serial].paused_while_waiting = true;
+            }
+        }
         if delta > 0 {
             h.any().pause();
         } else {
@@ -1195,6 +1207,7 @@ impl Harness {
         self: &Rc<Self>,
         res: &Res,
         input: Result<AnyValue, Failure>,
+        _owner: usize,
     ) -> Outcome<AnyValue> {
         match res {
             Res::Pass => input.into(),
@@ -1219,14 +1232,25 @@ impl Harness {
         }
     }
 
-    /// What a body of a `Deferred<i64>` returns for `input`.
-    fn typed_outcome(self: &Rc<Self>, res: &Res, input: Result<i64, Failure>) -> Outcome<i64> {
+    /// What a body of a `Deferred<i64>` (the one of serial `owner`)
+    /// returns for `input`. It never returns `owner` itself: a typed
+    /// Deferred waiting on itself cannot give itself to the typed callbacks
+    /// added later (Python passes them the Deferred), so what follows is
+    /// not Twisted's (Twisted deprecates returning the Deferred itself).
+    fn typed_outcome(
+        self: &Rc<Self>,
+        res: &Res,
+        input: Result<i64, Failure>,
+        owner: usize,
+    ) -> Outcome<i64> {
         match res {
             Res::Pass => input.into(),
             Res::Value(v) => Outcome::Value(Self::typed_value(v)),
             Res::Fail(e) => Outcome::Failure(make_failure(*e)),
             Res::Return(r) => match self.get(*r) {
-                Some((serial, h)) if self.may_wait_on(serial) => Outcome::Deferred(h.typed()),
+                Some((serial, h)) if serial != owner && self.may_wait_on(serial) => {
+                    Outcome::Deferred(h.typed())
+                }
                 _ => input.into(),
             },
             Res::Panic => intentional_panic(),
@@ -1269,7 +1293,7 @@ impl Harness {
                 for e in &body.effects {
                     h.effect(e);
                 }
-                h.$outcome(&body.res, input)
+                h.$outcome(&body.res, input, serial)
             }};
         }
         match (h, half) {
@@ -1327,7 +1351,7 @@ impl Harness {
                 for e in &$body.effects {
                     h.effect(e);
                 }
-                h.$outcome(&$body.res, input)
+                h.$outcome(&$body.res, input, serial)
             }};
         }
         match h {
@@ -1630,9 +1654,11 @@ impl Harness {
             // on itself for ever (Twisted warns it "breaks the callback
             // chain"); every callback added to it later re-chains it and
             // pauses it once more, as in Twisted, so its count says nothing.
-            // (A typed Deferred cannot hand itself to a typed callback at
-            // all: its count differs from Twisted's here.)
-            if h.waiting_on().is_some_and(|w| h.ptr_eq(&w)) {
+            // (Typed bodies never return their own Deferred: see
+            // `typed_outcome`.)
+            if h.waiting_on().is_some_and(|w| h.ptr_eq(&w))
+                || self.infos.borrow()[*serial].paused_while_waiting
+            {
                 continue;
             }
             match h.paused() {
