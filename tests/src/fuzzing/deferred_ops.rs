@@ -843,11 +843,13 @@ struct Info {
     /// A combinator with two inputs or more: never returned from a body
     /// or awaited (see [`Harness::may_wait_on`]).
     fans_out: bool,
-    /// A body paused or unpaused it while it waited on another Deferred:
-    /// the wait's own pause and the harness's then mix (an unpause undoes
-    /// the wait's pause, the hand-off undoes it again), so balancing the
-    /// harness's pauses does not restore a count the checks can read (in
-    /// Twisted too: it can end paused once, waiting on nothing).
+    /// It was paused or unpaused while it waited on another Deferred, or by
+    /// a body (while a chain runs, when it may be about to wait): the
+    /// wait's own pause and the harness's then mix (an unpause undoes the
+    /// wait's pause, the hand-off undoes it again; a wait begun after an
+    /// unpause absorbs it), so balancing the harness's pauses does not
+    /// restore a count the checks can read (in Twisted too: such a
+    /// Deferred can end paused once waiting on nothing, or twice).
     paused_while_waiting: bool,
     /// How many plain results a combinator's result holds, counting
     /// nested combinators' (0 for a plain Deferred, which counts as 1).
@@ -1130,14 +1132,16 @@ impl Harness {
         }
     }
 
-    fn pause(&self, r: Ref, delta: i64) {
+    /// `pause()` (`delta` 1) or `unpause()` (-1) of `r`, from a body's
+    /// effect when `in_body`.
+    fn pause(&self, r: Ref, delta: i64, in_body: bool) {
         let Some((serial, h)) = self.get(r) else {
             return;
         };
         {
             let mut infos = self.infos.borrow_mut();
             infos[serial].net_pause += delta;
-            if h.any().is_waiting() {
+            if in_body || h.any().is_waiting() {
                 infos[serial].paused_while_waiting = true;
             }
         }
@@ -1187,8 +1191,8 @@ impl Harness {
             Effect::Fire(r, v) => self.fire(*r, Ok(v)),
             Effect::Errback(r, e) => self.fire(*r, Err(*e)),
             Effect::Cancel(r) => self.cancel(*r),
-            Effect::Pause(r) => self.pause(*r, 1),
-            Effect::Unpause(r) => self.pause(*r, -1),
+            Effect::Pause(r) => self.pause(*r, 1, true),
+            Effect::Unpause(r) => self.pause(*r, -1, true),
             Effect::AddLeaf(r, half, res) => self.add(
                 *r,
                 *half,
@@ -1499,8 +1503,8 @@ impl Harness {
                 self.add_callbacks(*r, Rc::new(cb.clone()), Rc::new(eb.clone()))
             }
             Op::Cancel(r) => self.cancel(*r),
-            Op::Pause(r) => self.pause(*r, 1),
-            Op::Unpause(r) => self.pause(*r, -1),
+            Op::Pause(r) => self.pause(*r, 1, false),
+            Op::Unpause(r) => self.pause(*r, -1, false),
             Op::Chain(a, b) => self.chain(*a, *b),
             Op::Gather(r, inputs, consume) => {
                 let (inputs, weight) = self.inputs(inputs);
@@ -1594,8 +1598,13 @@ impl Harness {
                     .count()
             };
             let before = real_runs();
+            // Balancing by `pause()` from -1 to 0 runs nothing (in Twisted
+            // either): the callbacks left waiting run only when the next
+            // round's added callback starts the chain again.
+            let mut rebalanced = false;
             for (serial, r, h) in self.live() {
                 let net = std::mem::take(&mut self.infos.borrow_mut()[serial].net_pause);
+                rebalanced |= net != 0;
                 for _ in 0..net.max(0) {
                     h.any().unpause();
                 }
@@ -1623,7 +1632,7 @@ impl Harness {
                     .iter()
                     .all(|(serial, _, _)| infos[*serial].net_pause == 0)
             };
-            if real_runs() == before && balanced {
+            if real_runs() == before && balanced && !rebalanced {
                 return;
             }
         }
