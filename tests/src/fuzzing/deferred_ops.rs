@@ -1413,6 +1413,11 @@ impl Harness {
         let weak = Rc::downgrade(self);
         let steps = steps.to_vec();
         let token = Token::new();
+        // Its own serial, once bound: it never awaits itself. A coroutine
+        // awaiting its own Deferred, cancelled and then unpaused, loops for
+        // ever, in Twisted too (checked against Twisted 26.10.0).
+        let own = Rc::new(Cell::new(usize::MAX));
+        let me = own.clone();
         let body = async move {
             let _token = token;
             let mut last = AnyValue::none();
@@ -1425,7 +1430,10 @@ impl Harness {
                         let Some((serial, d)) = h.get(*r) else {
                             continue;
                         };
-                        if !h.may_wait_on(serial) || d.called() && d.paused() != 0 {
+                        if serial == me.get()
+                            || !h.may_wait_on(serial)
+                            || d.called() && d.paused() != 0
+                        {
                             // Awaiting a fired, paused Deferred spins if it is
                             // running (see `effect`), in Twisted too.
                             continue;
@@ -1458,6 +1466,7 @@ impl Harness {
             })),
         };
         self.bind_new(r, handle, false);
+        own.set(self.infos.borrow().len() - 1);
     }
 
     /// A combinator's inputs, with how many plain results its result will
