@@ -100,10 +100,8 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Mutex;
-use std::task::{Context, Poll};
 
 use twisted_deferred::tracking::Tracker;
 use twisted_deferred::{
@@ -1362,10 +1360,6 @@ fn creation_location(d: &Deferred<AnyValue>) -> Option<SourceLocation> {
 thread_local! {
     /// The recorder of the run in progress on this thread.
     static ACTIVE: RefCell<Option<Rc<Recorder>>> = const { RefCell::new(None) };
-    /// The coroutines started with `observed_coroutine` being polled, innermost last.
-    static POLLING: RefCell<Vec<CoroutineId>> = const { RefCell::new(Vec::new()) };
-    /// Ids for `observed_coroutine`, apart from the core's.
-    static NEXT_OBSERVED: Cell<CoroutineId> = const { Cell::new(1 << 62) };
 }
 
 fn active() -> Option<Rc<Recorder>> {
@@ -1393,10 +1387,6 @@ pub fn coroutine_observer() -> Option<Rc<dyn CoroutineObserver>> {
     active().map(|r| r as Rc<dyn CoroutineObserver>)
 }
 
-/// True once the core's coroutine driver reports coroutine events itself;
-/// [`observed`] and [`observed_coroutine`] then report nothing more.
-const CORE_REPORTS_AWAITS: bool = true;
-
 /// Records that `wrapper` protects what it wraps from `cancel()`
 /// (`stop_cancellation` and `delay_cancellation` call this).
 pub(crate) fn note_protection<T: 'static>(wrapper: &Deferred<T>, protection: Protection) {
@@ -1409,13 +1399,12 @@ pub(crate) fn note_protection<T: 'static>(wrapper: &Deferred<T>, protection: Pro
 }
 
 // ---------------------------------------------------------------------------
-// Reporting awaits from user code, until the core does
+// Naming awaits explicitly
 
-/// `.await` on `deferred`, reported to the fuzzer: which Deferred the
-/// coroutine suspends on, at which line, and what comes out. Use it inside
-/// a coroutine started with [`observed_coroutine`]. Outside a fuzz run (or
-/// once the core reports every await itself) it is exactly
-/// `deferred.await`.
+/// `deferred.await`, spelled so that a reader sees the fuzzer's interest
+/// in it. The core reports every `.await` on a Deferred to the fuzzer
+/// (where, on what, with what outcome), so this is exactly
+/// `deferred.into_future()`, with the caller's line as the await's.
 ///
 /// ```
 /// use twisted_compat::cancellation_fuzzer::{observed, observed_coroutine};
@@ -1428,71 +1417,13 @@ pub(crate) fn note_protection<T: 'static>(wrapper: &Deferred<T>, protection: Pro
 /// assert_eq!(d.result().value(), Some(42));
 /// ```
 #[track_caller]
-pub fn observed<T: Clone + 'static>(deferred: Deferred<T>) -> ObservedAwait<T> {
-    ObservedAwait {
-        awaited: deferred.as_any(),
-        inner: deferred.into_future(),
-        location: Location::caller(),
-        announced: false,
-    }
+pub fn observed<T: Clone + 'static>(deferred: Deferred<T>) -> DeferredFuture<T> {
+    deferred.into_future()
 }
 
-/// The future of [`observed`].
-///
-/// ```
-/// use twisted_compat::cancellation_fuzzer::observed;
-/// use twisted_compat::succeed;
-/// let fut = observed(succeed(1));
-/// # drop(fut);
-/// ```
-pub struct ObservedAwait<T> {
-    awaited: Deferred<AnyValue>,
-    inner: DeferredFuture<T>,
-    location: &'static Location<'static>,
-    announced: bool,
-}
-
-impl<T: 'static> fmt::Debug for ObservedAwait<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ObservedAwait")
-            .field("location", &self.location)
-            .field("inner", &self.inner)
-            .finish()
-    }
-}
-
-impl<T: Clone + 'static> Future for ObservedAwait<T> {
-    type Output = Result<T, Failure>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll(cx);
-        if CORE_REPORTS_AWAITS {
-            return polled;
-        }
-        let Some(recorder) = active() else {
-            return polled;
-        };
-        let co = POLLING
-            .with(|p| p.borrow().last().copied())
-            .unwrap_or_default();
-        if !this.announced {
-            this.announced = true;
-            recorder.on_await(co, &this.awaited, this.location, polled.is_pending());
-        }
-        if let Poll::Ready(outcome) = &polled {
-            recorder.on_resume(co, this.location, outcome.as_ref().map(|_| ()));
-        }
-        polled
-    }
-}
-
-/// [`ensure_deferred`] for a coroutine whose awaits go through
-/// [`observed`]: the fuzzer then knows which coroutine each await belongs
-/// to. Once the core reports every coroutine itself, it is exactly
-/// `ensure_deferred`. (A coroutine started inside it by other means, such
-/// as [`run_in_background`](crate::run_in_background), counts as part of
-/// it until then.)
+/// [`ensure_deferred`], for code that marks the coroutines it wants
+/// fuzzed: the core reports every coroutine to the fuzzer, so this is
+/// exactly `ensure_deferred`, with the caller's line as the start.
 ///
 /// ```
 /// use twisted_compat::cancellation_fuzzer::observed_coroutine;
@@ -1506,54 +1437,7 @@ where
     T: 'static,
     F: Future<Output = Result<T, Failure>> + 'static,
 {
-    if CORE_REPORTS_AWAITS {
-        return ensure_deferred(future);
-    }
-    let id = NEXT_OBSERVED.with(|n| {
-        let id = n.get();
-        n.set(id + 1);
-        id
-    });
-    let location = Location::caller();
-    // Known before the first poll, so that its awaits find where it started.
-    if let Some(recorder) = active() {
-        recorder
-            .coroutines
-            .borrow_mut()
-            .insert(id, (0, location.into()));
-    }
-    let d = ensure_deferred(ObservedCoroutine {
-        id,
-        future: Box::pin(future),
-    });
-    if let Some(recorder) = active() {
-        recorder.on_start(id, &d.as_any(), location);
-    }
-    d
-}
-
-/// The future [`observed_coroutine`] runs: marks its coroutine as the one
-/// being polled.
-struct ObservedCoroutine<F> {
-    id: CoroutineId,
-    future: Pin<Box<F>>,
-}
-
-impl<T, F: Future<Output = Result<T, Failure>>> Future for ObservedCoroutine<F> {
-    type Output = Result<T, Failure>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let id = self.id;
-        POLLING.with(|p| p.borrow_mut().push(id));
-        let polled = self.future.as_mut().poll(cx);
-        POLLING.with(|p| p.borrow_mut().pop());
-        if let Poll::Ready(outcome) = &polled
-            && let Some(recorder) = active()
-        {
-            recorder.on_finish(id, outcome.as_ref().map(|_| ()));
-        }
-        polled
-    }
+    ensure_deferred(future)
 }
 
 // ---------------------------------------------------------------------------

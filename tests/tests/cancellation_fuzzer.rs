@@ -5,10 +5,10 @@
 //! The examples are included as modules, as in
 //! `cancellation_doc_examples.rs`, so the fuzzer runs the very code
 //! `cargo run -p twisted-compat --example NAME` runs (each example's
-//! `fuzz_target`). The focused tests report their awaits with
-//! `observed`/`observed_coroutine`, which behave the same once the core
-//! reports every await itself. Plain `.await`s are named through the
-//! core's coroutine observer.
+//! `fuzz_target`). Awaits are named through the core's coroutine
+//! observer; the focused tests spell theirs `observed(…)` /
+//! `observed_coroutine(…)` (plain `.await` / `ensure_deferred`) so that
+//! the line they expect is easy to find.
 
 // Each example includes the shared `common/mod.rs` itself, so that it also
 // builds on its own; here that file is therefore compiled once per example.
