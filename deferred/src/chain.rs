@@ -229,8 +229,23 @@ impl Links {
     }
 }
 
-/// A canceller: `Deferred(canceller)`.
-pub(crate) type CancelFn = dyn Fn(&Rc<Inner>) -> Result<(), Failure>;
+/// A canceller: `Deferred(canceller)`. Any `Fn(&Rc<Inner>)` closure is one;
+/// a type can also be its own canceller (a coroutine is), so that handing it
+/// to a Deferred costs a reference count, not an allocation.
+pub(crate) trait Cancel {
+    /// Runs the canceller on `d`, the Deferred being cancelled.
+    fn cancel(self: Rc<Self>, d: &Rc<Inner>) -> Result<(), Failure>;
+}
+
+impl<F: Fn(&Rc<Inner>) -> Result<(), Failure>> Cancel for F {
+    #[inline]
+    fn cancel(self: Rc<Self>, d: &Rc<Inner>) -> Result<(), Failure> {
+        (*self)(d)
+    }
+}
+
+/// A canceller behind a shared pointer.
+pub(crate) type CancelFn = dyn Cancel;
 
 /// The shared state of one Deferred.
 pub(crate) struct Inner {
@@ -291,6 +306,15 @@ impl Inner {
     /// `Deferred(canceller)`.
     #[track_caller]
     pub(crate) fn new(canceller: Option<Rc<CancelFn>>) -> Rc<Inner> {
+        Inner::build(canceller, Slot::Empty)
+    }
+
+    /// A new Deferred holding `result` unless it is [`Slot::Empty`]
+    /// (fired then, as `succeed`/`fail` make them).
+    #[track_caller]
+    #[inline(always)]
+    fn build(canceller: Option<Rc<CancelFn>>, result: Slot) -> Rc<Inner> {
+        let called = !matches!(result, Slot::Empty);
         // Allocated first and written in place: `Rc::new(Inner { .. })`
         // builds the 344 bytes on the stack and copies them.
         let mut uninit = Rc::<Inner>::new_uninit();
@@ -298,11 +322,11 @@ impl Inner {
             unreachable!("a fresh Rc is unique")
         };
         place.write(Inner {
-            called: Cell::new(false),
+            called: Cell::new(called),
             running: Cell::new(false),
             suppress: Cell::new(false),
             paused: Cell::new(0),
-            slot: RefCell::new(Slot::Empty),
+            slot: RefCell::new(result),
             links: RefCell::new(Links::default()),
             canceller: Cell::new(canceller),
             cancel_override: Cell::new(None),
@@ -333,10 +357,8 @@ impl Inner {
     /// no run (so a failure stored this way is never reported).
     #[track_caller]
     pub(crate) fn new_fired(result: Slot) -> Rc<Inner> {
-        let inner = Inner::new(None);
-        inner.called.set(true);
-        *inner.slot.borrow_mut() = result;
-        inner
+        debug_assert!(!matches!(result, Slot::Empty));
+        Inner::build(None, result)
     }
 
     #[inline]
@@ -370,6 +392,11 @@ impl Inner {
         let copy = info.as_deref().copied();
         self.debug.set(info);
         copy
+    }
+
+    /// Gives a Deferred made without one its canceller.
+    pub(crate) fn set_canceller(&self, f: Rc<CancelFn>) {
+        self.canceller.set(Some(f));
     }
 
     /// Makes `cancel()` call `f` instead of Twisted's default logic (a
@@ -482,13 +509,13 @@ fn cancel_from(current: &mut Rc<Inner>) -> Result<(), Failure> {
         let overridden = current.cancel_override.take();
         current.cancel_override.set(overridden.clone());
         if let Some(f) = overridden {
-            return f(current);
+            return f.cancel(current);
         }
         if !current.called.get() {
             let canceller = current.canceller.take();
             current.canceller.set(canceller.clone());
             match canceller {
-                Some(canceller) => canceller(current)?,
+                Some(canceller) => canceller.cancel(current)?,
                 // Arrange to eat the fire that the producer will eventually
                 // make, since nothing told it to stop.
                 None => current.suppress.set(true),

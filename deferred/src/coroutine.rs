@@ -26,7 +26,6 @@
 //! ([`from_future`]).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::{Future, IntoFuture};
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::pin::Pin;
@@ -67,15 +66,17 @@ struct Coroutine {
     /// A resume arrived while stepping: poll again before returning
     /// (Twisted's `waiting` flag).
     resume_pending: Cell<bool>,
-    /// Key in this thread's waker registry.
+    /// Identifies it to observers (never reused on a thread).
     id: u64,
+    /// Its entry in this thread's waker registry (reused once it is gone).
+    key: u32,
 }
 
 thread_local! {
     /// The coroutine whose future is being polled on this thread.
     static CURRENT: RefCell<Option<Rc<Coroutine>>> = const { RefCell::new(None) };
-    /// Coroutines that foreign wakers may resume, by id.
-    static REGISTRY: RefCell<HashMap<u64, Weak<Coroutine>>> = RefCell::new(HashMap::new());
+    /// Coroutines that foreign wakers may resume.
+    static REGISTRY: RefCell<Registry> = const { RefCell::new(Registry::new()) };
     static NEXT_ID: Cell<u64> = const { Cell::new(1) };
 }
 
@@ -197,7 +198,7 @@ fn slot_outcome(slot: &Slot) -> Result<(), &Failure> {
 
 /// Wakes that arrived from other threads, per thread, to run on
 /// [`run_wakeups`].
-static REMOTE_WAKES: Mutex<Vec<(ThreadId, u64)>> = Mutex::new(Vec::new());
+static REMOTE_WAKES: Mutex<Vec<(ThreadId, u32, u64)>> = Mutex::new(Vec::new());
 
 /// Wakes a thread's event loop from another thread (see
 /// [`set_remote_wake_notifier`]).
@@ -229,10 +230,67 @@ pub fn set_remote_wake_notifier(notifier: Option<WakeNotifier>) {
     }
 }
 
+/// A thread's coroutines, for wakers to find them: a slab of weak
+/// references with a free list (a key is reused after its coroutine is
+/// gone; a waker also carries the coroutine's id, so a stale waker finds
+/// nothing).
+struct Registry {
+    slots: Vec<RegistrySlot>,
+    free: Vec<u32>,
+}
+
+enum RegistrySlot {
+    Vacant,
+    Reserved,
+    Taken(Weak<Coroutine>),
+}
+
+impl Registry {
+    const fn new() -> Registry {
+        Registry {
+            slots: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+
+    /// A key for a coroutine about to be made.
+    fn reserve(&mut self) -> u32 {
+        if let Some(key) = self.free.pop() {
+            self.slots[key as usize] = RegistrySlot::Reserved;
+            return key;
+        }
+        self.slots.push(RegistrySlot::Reserved);
+        (self.slots.len() - 1) as u32
+    }
+
+    fn fill(&mut self, key: u32, co: Weak<Coroutine>) {
+        if let Some(slot) = self.slots.get_mut(key as usize) {
+            *slot = RegistrySlot::Taken(co);
+        }
+    }
+
+    fn remove(&mut self, key: u32) {
+        if let Some(slot) = self.slots.get_mut(key as usize)
+            && !matches!(slot, RegistrySlot::Vacant)
+        {
+            *slot = RegistrySlot::Vacant;
+            self.free.push(key);
+        }
+    }
+
+    /// The live coroutine `id` under `key`, if it still is.
+    fn get(&self, key: u32, id: u64) -> Option<Rc<Coroutine>> {
+        match self.slots.get(key as usize)? {
+            RegistrySlot::Taken(w) => w.upgrade().filter(|co| co.id == id),
+            _ => None,
+        }
+    }
+}
+
 impl Drop for Coroutine {
     fn drop(&mut self) {
-        let id = self.id;
-        let _ = REGISTRY.try_with(|r| r.borrow_mut().remove(&id));
+        let key = self.key;
+        let _ = REGISTRY.try_with(|r| r.borrow_mut().remove(key));
     }
 }
 
@@ -272,23 +330,27 @@ where
         n.set(id + 1);
         id
     });
+    let key = REGISTRY.with(|r| r.borrow_mut().reserve());
+    let deferred = Inner::new(None);
     let co = Rc::new(Coroutine {
         future: RefCell::new(Some(boxed)),
-        deferred: RefCell::new(Inner::new(None)),
+        deferred: RefCell::new(deferred.clone()),
         waiting_on: RefCell::new(Awaited::new()),
         awaiting_now: RefCell::new(Awaited::new()),
         waker: Waker::from(Arc::new(CoroutineWaker {
             thread: std::thread::current().id(),
+            key,
             id,
         })),
         stepping: Cell::new(false),
         resume_pending: Cell::new(false),
         id,
+        key,
     });
-    // Twisted's canceller holds the cancellation status; this one holds the
-    // coroutine (until the Deferred fires and drops its canceller).
-    *co.deferred.borrow_mut() = Inner::new(Some(canceller(co.clone())));
-    REGISTRY.with(|r| r.borrow_mut().insert(id, Rc::downgrade(&co)));
+    // Twisted's canceller holds the cancellation status; this one is the
+    // coroutine (held until the Deferred fires and drops its canceller).
+    deferred.set_canceller(co.clone());
+    REGISTRY.with(|r| r.borrow_mut().fill(key, Rc::downgrade(&co)));
     let d = Deferred::from_inner(co.deferred.borrow().clone());
     if let Some(observer) = observer() {
         observer.on_start(id, &d.as_any(), Location::caller());
@@ -309,18 +371,29 @@ impl<T: 'static> Deferred<T> {
     }
 }
 
-/// The canceller of a coroutine's Deferred: Twisted's
-/// `_addCancelCallbackToDeferred`. Puts the handler in front of the
-/// Deferred's links and errbacks it with the internal error.
-fn canceller(co: Rc<Coroutine>) -> Rc<chain::CancelFn> {
-    Rc::new(move |d: &Rc<Inner>| {
-        let co = co.clone();
+thread_local! {
+    /// The failure a coroutine's canceller errbacks its Deferred with, made
+    /// once per thread: it never leaves the coroutine's own handler, so
+    /// sharing one instance is unobservable and saves an allocation per
+    /// cancelled coroutine.
+    static INTERNAL_CANCEL: Failure = Failure::new(InternalInlineCallbacksCancelledError);
+}
+
+/// A coroutine is the canceller of its Deferred: Twisted's
+/// `_addCancelCallbackToDeferred`, which puts the handler in front of the
+/// Deferred's links and errbacks it with the internal error. (Twisted's
+/// canceller closes over the cancellation status; this one is the
+/// coroutine itself, kept alive until the Deferred fires and drops its
+/// canceller, with no closure to allocate.)
+impl chain::Cancel for Coroutine {
+    fn cancel(self: Rc<Self>, d: &Rc<Inner>) -> Result<(), Failure> {
+        let co = self;
         chain::insert_front(d, move |input: Slot| handle_cancel(input, &co));
-        chain::fire(
-            d,
-            Slot::Failure(Failure::new(InternalInlineCallbacksCancelledError)),
-        )
-    })
+        let internal = INTERNAL_CANCEL
+            .try_with(Failure::clone)
+            .unwrap_or_else(|_| Failure::new(InternalInlineCallbacksCancelledError));
+        chain::fire(d, Slot::Failure(internal))
+    }
 }
 
 /// Twisted's `_handleCancelInlineCallbacks`: a fresh Deferred for the
@@ -332,7 +405,7 @@ fn handle_cancel(input: Slot, co: &Rc<Coroutine>) -> Slot {
         // `trap` re-raises anything else; a value passes by.
         _ => return input,
     }
-    let fresh = Inner::new(Some(canceller(co.clone())));
+    let fresh = Inner::new(Some(co.clone()));
     *co.deferred.borrow_mut() = fresh.clone();
     let awaited = co.waiting_on.borrow().clone();
     if awaited.is_empty() {
@@ -441,6 +514,7 @@ fn finish(co: &Rc<Coroutine>, outcome: Slot) -> Result<(), Failure> {
 /// The waker given to futures a coroutine awaits.
 struct CoroutineWaker {
     thread: ThreadId,
+    key: u32,
     id: u64,
 }
 
@@ -451,11 +525,11 @@ impl Wake for CoroutineWaker {
 
     fn wake_by_ref(self: &Arc<Self>) {
         if std::thread::current().id() == self.thread {
-            wake_here(self.id);
+            wake_here(self.key, self.id);
             return;
         }
         if let Ok(mut queue) = REMOTE_WAKES.lock() {
-            queue.push((self.thread, self.id));
+            queue.push((self.thread, self.key, self.id));
         }
         let notifier = NOTIFIERS.lock().ok().and_then(|all| {
             all.iter()
@@ -468,9 +542,9 @@ impl Wake for CoroutineWaker {
     }
 }
 
-fn wake_here(id: u64) {
+fn wake_here(key: u32, id: u64) {
     let co = REGISTRY
-        .try_with(|r| r.borrow().get(&id).and_then(Weak::upgrade))
+        .try_with(|r| r.borrow().get(key, id))
         .ok()
         .flatten();
     if let Some(co) = co {
@@ -484,17 +558,17 @@ fn wake_here(id: u64) {
 /// without one, call it yourself. Returns how many were resumed.
 pub fn run_wakeups() -> usize {
     let me = std::thread::current().id();
-    let mine: Vec<u64> = match REMOTE_WAKES.lock() {
+    let mine: Vec<(u32, u64)> = match REMOTE_WAKES.lock() {
         Ok(mut queue) => {
-            let (mine, others): (Vec<_>, Vec<_>) = queue.drain(..).partition(|(t, _)| *t == me);
+            let (mine, others): (Vec<_>, Vec<_>) = queue.drain(..).partition(|(t, _, _)| *t == me);
             *queue = others;
-            mine.into_iter().map(|(_, id)| id).collect()
+            mine.into_iter().map(|(_, key, id)| (key, id)).collect()
         }
         Err(_) => Vec::new(),
     };
     let n = mine.len();
-    for id in mine {
-        wake_here(id);
+    for (key, id) in mine {
+        wake_here(key, id);
     }
     n
 }

@@ -174,6 +174,86 @@ fn foreign_future_that_wakes_itself_during_poll_passes_straight_through() {
     assert_eq!(run_wakeups(), 0);
 }
 
+/// A waker kept by a foreign future outlives its coroutine: waking it later
+/// resumes nothing, not even a newer coroutine that took over the finished
+/// one's place in the thread's waker registry.
+// The port's own: Python has no wakers
+#[test]
+fn waker_of_a_finished_coroutine_wakes_no_other_coroutine() {
+    /// Pending until its flag is set; counts its polls; keeps the waker.
+    struct Gate {
+        open: Rc<RefCell<bool>>,
+        polls: Rc<RefCell<u32>>,
+        kept: Rc<RefCell<Option<std::task::Waker>>>,
+    }
+    impl Future for Gate {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            *self.polls.borrow_mut() += 1;
+            *self.kept.borrow_mut() = Some(cx.waker().clone());
+            if *self.open.borrow() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+    let gate = |open: &Rc<RefCell<bool>>, polls: &Rc<RefCell<u32>>, kept| Gate {
+        open: open.clone(),
+        polls: polls.clone(),
+        kept,
+    };
+    let (open_a, polls_a, kept_a) = (
+        Rc::new(RefCell::new(false)),
+        Rc::new(RefCell::new(0)),
+        Rc::new(RefCell::new(None)),
+    );
+    let a = ensure_deferred(gate(&open_a, &polls_a, kept_a.clone()).map_ok());
+    *open_a.borrow_mut() = true;
+    let stale = kept_a
+        .borrow()
+        .clone()
+        .expect("the first poll kept a waker");
+    stale.wake_by_ref();
+    assert_eq!(
+        a.result().value(),
+        Some(()),
+        "woken, the first coroutine finished"
+    );
+    drop(a);
+
+    let (open_b, polls_b, kept_b) = (
+        Rc::new(RefCell::new(false)),
+        Rc::new(RefCell::new(0)),
+        Rc::new(RefCell::new(None)),
+    );
+    let b = ensure_deferred(gate(&open_b, &polls_b, kept_b).map_ok());
+    assert_eq!(*polls_b.borrow(), 1);
+    stale.wake_by_ref();
+    stale.wake();
+    assert_eq!(
+        *polls_b.borrow(),
+        1,
+        "a stale waker polled another coroutine"
+    );
+    assert!(!b.called());
+    *open_b.borrow_mut() = true;
+    b.cancel().unwrap();
+    assert!(failure_of(&b).check::<CancelledError>());
+}
+
+/// Turns a `Gate`-like future into the `Result` `ensure_deferred` takes.
+trait MapOk: Future<Output = ()> + Sized {
+    fn map_ok(self) -> impl Future<Output = Result<(), Failure>> {
+        async move {
+            self.await;
+            Ok(())
+        }
+    }
+}
+
+impl<F: Future<Output = ()>> MapOk for F {}
+
 /// Cancelling a coroutine suspended on a foreign future drops it, inside
 /// `cancel()` (a guard inside it runs its destructor; the code after the
 /// await never runs), and fails its Deferred with `CancelledError`; the
