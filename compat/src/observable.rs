@@ -21,8 +21,7 @@
 //! Like Synapse's, this does nothing about logging contexts: observers fire
 //! in whatever context the origin fires in.
 
-use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::cell::RefCell;
 use std::fmt;
 use std::ops::Deref;
 use std::rc::{Rc, Weak};
@@ -101,11 +100,9 @@ pub struct ObservableDeferred<T = AnyValue> {
 
 /// What the origin's hooks and the observers' cancellers share.
 struct Shared<T> {
-    /// `_observers`: the pending observers in the order they were requested,
-    /// keyed by a sequence number (so that a cancelled observer leaves in
-    /// O(log n)). Emptied for good once the origin fires.
-    observers: RefCell<BTreeMap<u64, Deferred<T>>>,
-    next_key: Cell<u64>,
+    /// `_observers`: the pending observers in the order they were requested.
+    /// Emptied for good once the origin fires.
+    observers: RefCell<Observers<T>>,
     /// `_result`: `None` until the origin fires.
     result: RefCell<Option<Result<T, Failure>>>,
 }
@@ -131,8 +128,7 @@ impl<T: Clone + 'static> ObservableDeferred<T> {
     /// ```
     pub fn new(deferred: Deferred<T>, consume_errors: bool) -> Self {
         let state = Rc::new(Shared {
-            observers: RefCell::new(BTreeMap::new()),
-            next_key: Cell::new(0),
+            observers: RefCell::new(Observers::new()),
             result: RefCell::new(None),
         });
         // Python adds one (callback, errback) pair. The callback never fails,
@@ -172,8 +168,7 @@ impl<T: Clone + 'static> ObservableDeferred<T> {
         let fired = self.state.result.borrow().clone();
         match fired {
             None => {
-                let key = self.state.next_key.get();
-                self.state.next_key.set(key + 1);
+                let key = self.state.observers.borrow().next_key();
                 let weak: Weak<Shared<T>> = Rc::downgrade(&self.state);
                 // Deferred(canceller=self._remove_observer)
                 let d = Deferred::with_canceller(move |_observer: &Deferred<T>| {
@@ -181,7 +176,7 @@ impl<T: Clone + 'static> ObservableDeferred<T> {
                         state.remove_observer(key);
                     }
                 });
-                self.state.observers.borrow_mut().insert(key, d.clone());
+                self.state.observers.borrow_mut().push(d.clone());
                 d
             }
             Some(Ok(v)) => succeed(v),
@@ -224,7 +219,7 @@ impl<T: 'static> ObservableDeferred<T> {
     /// # a.add_errback(|_| Ok(0));
     /// ```
     pub fn observers(&self) -> Vec<Deferred<T>> {
-        self.state.observers.borrow().values().cloned().collect()
+        self.state.observers.borrow().iter().cloned().collect()
     }
 
     /// `has_observers()`: true while some observer is waiting.
@@ -300,7 +295,7 @@ impl<T: 'static> Shared<T> {
         }
         // An observer that is not in the list any more is fine (Synapse
         // catches the ValueError).
-        let removed = self.observers.borrow_mut().remove(&key);
+        let removed = self.observers.borrow_mut().remove(key);
         drop(removed);
     }
 }
@@ -311,12 +306,12 @@ impl<T: Clone + 'static> Shared<T> {
         *self.result.borrow_mut() = Some(result.clone());
         // No observer is added once the result is recorded, so the list can
         // be detached (observe() now returns fired Deferreds).
-        let observers = std::mem::take(&mut *self.observers.borrow_mut());
+        let observers = self.observers.borrow_mut().take();
         let (method, shown) = match &result {
             Ok(_) => ("callback", "a value"),
             Err(_) => ("errback", "a failure"),
         };
-        for (_, observer) in observers {
+        for observer in observers {
             let delivered = match &result {
                 Ok(v) => observer.callback(v.clone()),
                 Err(f) => observer.errback(f.clone()),
@@ -332,6 +327,71 @@ impl<T: Clone + 'static> Shared<T> {
                 ),
             }
         }
+    }
+}
+
+/// The pending observers, in the order they were requested, each under a
+/// sequence number that its canceller holds. A cancelled observer leaves a
+/// hole, found by binary search (the numbers only grow); the holes are
+/// squeezed out once they outnumber the observers still waiting, so a
+/// removal costs O(log n) amortised and there are never more than twice as
+/// many slots as waiting observers.
+struct Observers<T> {
+    /// `(key, observer)` in increasing key order; `None` where one left.
+    slots: Vec<(u64, Option<Deferred<T>>)>,
+    /// The key of the next observer.
+    next: u64,
+    /// How many slots are holes.
+    holes: usize,
+}
+
+impl<T> Observers<T> {
+    fn new() -> Self {
+        Observers {
+            slots: Vec::new(),
+            next: 0,
+            holes: 0,
+        }
+    }
+
+    /// The key [`Observers::push`] gives the next observer.
+    fn next_key(&self) -> u64 {
+        self.next
+    }
+
+    /// Appends an observer under [`Observers::next_key`].
+    fn push(&mut self, observer: Deferred<T>) {
+        self.slots.push((self.next, Some(observer)));
+        self.next += 1;
+    }
+
+    /// Takes the observer under `key` off the list, if it is still there.
+    fn remove(&mut self, key: u64) -> Option<Deferred<T>> {
+        let index = self.slots.binary_search_by_key(&key, |&(k, _)| k).ok()?;
+        let removed = self.slots[index].1.take()?;
+        self.holes += 1;
+        if self.holes * 2 > self.slots.len() {
+            self.slots.retain(|(_, o)| o.is_some());
+            self.holes = 0;
+        }
+        Some(removed)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.slots.len() == self.holes
+    }
+
+    /// The observers still waiting, in order.
+    fn iter(&self) -> impl Iterator<Item = &Deferred<T>> {
+        self.slots.iter().filter_map(|(_, o)| o.as_ref())
+    }
+
+    /// Empties the list, handing over the observers still waiting, in order.
+    fn take(&mut self) -> impl Iterator<Item = Deferred<T>> + use<T> {
+        self.holes = 0;
+        std::mem::take(&mut self.slots)
+            .into_iter()
+            .filter_map(|(_, o)| o)
     }
 }
 
@@ -436,4 +496,68 @@ pub fn observe_deferred<T: Clone + 'static>(d: &Deferred<T>) -> Deferred<T> {
         },
     );
     new_deferred
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cancels and requests observers in a tangle that makes the list
+    /// squeeze out its holes many times over, checking against a model that
+    /// `observers()` keeps the order of `observe()` and that delivery
+    /// follows it.
+    #[test]
+    fn cancelled_observers_leave_and_the_rest_keep_their_order() {
+        let origin: Deferred<u32> = Deferred::new();
+        let od = ObservableDeferred::new(origin.clone(), false);
+        let mut model: Vec<Deferred<u32>> = Vec::new();
+        let mut cancelled: Vec<Deferred<u32>> = Vec::new();
+        let mut seed = 7u32;
+        for round in 0..2000u32 {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            if model.is_empty() || (seed >> 16) % 5 < 3 {
+                model.push(od.observe());
+            } else {
+                let victim = model.remove(((seed >> 8) as usize) % model.len());
+                victim.cancel().unwrap();
+                // A second cancel does not reach the canceller; the list is
+                // unchanged either way.
+                victim.cancel().unwrap();
+                cancelled.push(victim);
+            }
+            if round % 97 == 0 {
+                let listed = od.observers();
+                assert_eq!(listed.len(), model.len());
+                assert!(listed.iter().zip(&model).all(|(a, b)| a.ptr_eq(b)));
+                assert_eq!(od.has_observers(), !model.is_empty());
+            }
+        }
+        // Cancel everything left but the last few: the list ends up holding
+        // only those.
+        let keep = model.split_off(model.len() - 3);
+        for o in model.drain(..) {
+            o.cancel().unwrap();
+            cancelled.push(o);
+        }
+        let listed = od.observers();
+        assert_eq!(listed.len(), keep.len());
+        assert!(listed.iter().zip(&keep).all(|(a, b)| a.ptr_eq(b)));
+
+        let order = Rc::new(RefCell::new(Vec::new()));
+        for (i, o) in keep.iter().enumerate() {
+            let order = order.clone();
+            o.add_callback(move |v: u32| {
+                order.borrow_mut().push(i);
+                Ok(v)
+            });
+        }
+        origin.callback(5).unwrap();
+        assert_eq!(*order.borrow(), vec![0, 1, 2]);
+        assert!(keep.iter().all(|o| o.result().value() == Some(5)));
+        assert!(!od.has_observers() && od.observers().is_empty());
+        for o in &cancelled {
+            assert!(o.result().failure().unwrap().check::<CancelledError>());
+            o.add_errback(|_| Ok(0));
+        }
+    }
 }
