@@ -32,12 +32,14 @@ const BOUNDS: &[(&str, f64)] = &[
     ("one_hop", 2.0),
     ("gather_input", 0.0),
     ("deferred_list_input", 0.0),
-    ("ensure_deferred", 6.0),
+    ("ensure_deferred", 4.0),
     ("await_fired", 1.0),
-    ("await_unfired", 4.0),
-    ("observer", 2.17),
+    ("await_unfired", 2.0),
+    ("observer", 2.01),
     ("failure", 2.0),
-    ("timer_reactor", 1.0),
+    // The heap and the two vectors of the queue's slot table grow by
+    // doubling while the 1,000 calls are scheduled: 0.03 per call.
+    ("timer_reactor", 1.03),
     ("timer_clock", 1.0),
     ("call_from_thread", 0.0),
 ];

@@ -80,7 +80,7 @@ use crate::fdset::Selectable;
 use crate::thread_hand_off::queue::HandOff;
 use crate::thread_hand_off::{PollerNotify, ReactorHandle, SharedHandOff, ThreadCall};
 use crate::threadpool::ThreadPool;
-use crate::timers::{TimeSource, TimerQueue};
+use crate::timers::{DueCall, TimeSource, TimerQueue};
 use crate::triggers::{self, Phase, TriggerId, TriggerResult, Triggers, trigger_fn};
 
 /// The longest the loop sleeps: Twisted's `2 ** 31 / 1000` seconds, the
@@ -530,10 +530,7 @@ impl Reactor {
         if delay.is_nan() || delay < 0.0 {
             return Err(InvalidDelayError { delay });
         }
-        Ok(self
-            .inner
-            .timers
-            .schedule(delay, Box::new(move || f().into_result())))
+        Ok(self.inner.timers.schedule(delay, move || f().into_result()))
     }
 
     /// `getDelayedCalls()`: the pending timed calls, in the order they will
@@ -670,7 +667,7 @@ impl Reactor {
         {
             let _running = inner.timers.begin_run();
             while let Some(call) = inner.timers.pop_due(now) {
-                run_timed_call(call);
+                run_timed_call(&call);
             }
         }
 
@@ -827,8 +824,8 @@ impl Reactor {
 }
 
 /// Runs one timed call, logging its failure.
-fn run_timed_call(call: TimedCall) {
-    let outcome = match catch_unwind(AssertUnwindSafe(call)) {
+fn run_timed_call(call: &DueCall) {
+    let outcome = match catch_unwind(AssertUnwindSafe(|| call.run())) {
         Ok(outcome) => outcome,
         Err(panic) => Err(Failure::from_panic(panic)),
     };
