@@ -248,7 +248,28 @@ impl<F: Fn(&Rc<Inner>) -> Result<(), Failure>> Cancel for F {
 pub(crate) type CancelFn = dyn Cancel;
 
 /// The shared state of one Deferred.
+///
+/// Laid out in declaration order (`repr(C)`), hot fields first: what adding
+/// a link, firing and finishing touch (flags and counts, the result, the
+/// canceller, the unhandled-error record, the head of the link list) sits
+/// in the allocation's first cache lines; fields only `DeferredList`,
+/// debugging and `Debug` use come last.
+#[repr(C)]
 pub(crate) struct Inner {
+    /// `paused`: user pauses plus one while waiting on a chained Deferred.
+    /// Signed, as in Python: an unbalanced `unpause` makes it negative,
+    /// which also counts as paused.
+    paused: Cell<i32>,
+    /// `continuations + waits + forwarded_to`: non-zero exactly when this
+    /// Deferred is in the wait graph (one load for the collector's gate).
+    graph_refs: Cell<u32>,
+    /// How many [`Link::Continue`] entries `links` holds (Deferreds waiting
+    /// on this one), for the cycle collector.
+    continuations: Cell<u32>,
+    /// How many [`Link::Forward`] entries (of any Deferred) target this one.
+    forwarded_to: Cell<u32>,
+    /// How many [`Link::Forward`] entries `links` holds.
+    forwards: Cell<u32>,
     /// `called`: fired once, never reset.
     called: Cell<bool>,
     /// `_runningCallbacks`: a link of this Deferred is executing.
@@ -256,19 +277,17 @@ pub(crate) struct Inner {
     /// `_suppressAlreadyCalled`: swallow one fire after a cancel without
     /// canceller.
     suppress: Cell<bool>,
-    /// `paused`: user pauses plus one while waiting on a chained Deferred.
-    /// Signed, as in Python: an unbalanced `unpause` makes it negative,
-    /// which also counts as paused.
-    paused: Cell<i32>,
+    /// This Deferred waits on the Deferred in its slot, which holds a
+    /// [`Link::Continue`] back to it.
+    waits: Cell<bool>,
+    /// Twisted's `_debugInfo is not None`: set once a run ended on a
+    /// failure (awaiting a failed Deferred asserts it, see
+    /// `take_awaited_failure`).
+    has_debug_info: Cell<bool>,
     /// `result`.
     pub(crate) slot: RefCell<Slot>,
-    /// `_callbacks`.
-    links: RefCell<Links>,
     /// `_canceller`, dropped when the Deferred fires.
     canceller: Cell<Option<Rc<CancelFn>>>,
-    /// Replaces `cancel()` entirely (a subclass overriding it, like
-    /// `DeferredList`).
-    cancel_override: Cell<Option<Rc<CancelFn>>>,
     /// `_chainedTo`: what `Debug` reports as "waiting on". Weak, unlike
     /// Python's: the Deferred waited on is kept alive by the result slot
     /// when chaining implicitly, and for `chainDeferred` a strong reference
@@ -277,29 +296,17 @@ pub(crate) struct Inner {
     chained_to: Cell<Option<Weak<Inner>>>,
     /// `_debugInfo.failResult`: reported if still set when dropped.
     unhandled: Cell<Option<Failure>>,
-    /// How many [`Link::Continue`] entries `links` holds (Deferreds waiting
-    /// on this one), for the cycle collector.
-    continuations: Cell<u32>,
-    /// This Deferred waits on the Deferred in its slot, which holds a
-    /// [`Link::Continue`] back to it.
-    waits: Cell<bool>,
-    /// How many [`Link::Forward`] entries (of any Deferred) target this one.
-    forwarded_to: Cell<u32>,
-    /// How many [`Link::Forward`] entries `links` holds.
-    forwards: Cell<u32>,
-    /// `continuations + waits + forwarded_to`: non-zero exactly when this
-    /// Deferred is in the wait graph (one load for the collector's gate).
-    graph_refs: Cell<u32>,
-    /// Twisted's `_debugInfo is not None`: set once a run ended on a
-    /// failure (awaiting a failed Deferred asserts it, see
-    /// `take_awaited_failure`).
-    has_debug_info: Cell<bool>,
-    /// The Python class this Deferred is (for `Debug`): `Deferred`,
-    /// `DeferredList`.
-    class: Cell<&'static str>,
+    /// `_callbacks`.
+    links: RefCell<Links>,
+    /// Replaces `cancel()` entirely (a subclass overriding it, like
+    /// `DeferredList`).
+    cancel_override: Cell<Option<Rc<CancelFn>>>,
     /// Where it was created and first fired, recorded while debugging is on
     /// (Twisted's `_debugInfo.creator` / `invoker`).
     debug: Cell<Option<Box<DebugInfo>>>,
+    /// The Python class this Deferred is (for `Debug`): `Deferred`,
+    /// `DeferredList`.
+    class: Cell<&'static str>,
 }
 
 impl Inner {
@@ -1075,4 +1082,29 @@ pub(crate) fn tear_down(inner: &Inner) {
     drop(slot);
     drop(canceller);
     drop(cancel_override);
+}
+
+#[cfg(test)]
+mod layout {
+    use super::*;
+    use std::mem::offset_of;
+
+    #[test]
+    fn fields_a_fire_touches_come_first() {
+        let hot = [
+            offset_of!(Inner, paused),
+            offset_of!(Inner, called),
+            offset_of!(Inner, slot),
+            offset_of!(Inner, canceller),
+            offset_of!(Inner, chained_to),
+            offset_of!(Inner, unhandled),
+        ];
+        for offset in hot {
+            assert!(offset < offset_of!(Inner, links), "a hot field at {offset}");
+        }
+        // The link list follows them; the cold fields come after it.
+        assert!(offset_of!(Inner, links) < offset_of!(Inner, cancel_override));
+        assert!(offset_of!(Inner, links) < offset_of!(Inner, class));
+        assert!(offset_of!(Inner, links) < offset_of!(Inner, debug));
+    }
 }
