@@ -34,7 +34,7 @@ const BOUNDS: &[(&str, f64)] = &[
     ("deferred_list_input", 0.0),
     ("ensure_deferred", 4.0),
     ("await_fired", 1.0),
-    ("await_unfired", 2.0),
+    ("await_unfired", 1.0),
     ("observer", 2.01),
     ("failure", 2.0),
     // The heap and the two vectors of the queue's slot table grow by

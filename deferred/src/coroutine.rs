@@ -70,6 +70,46 @@ struct Coroutine {
     id: u64,
     /// Its entry in this thread's waker registry (reused once it is gone).
     key: u32,
+    /// What the links of its suspended awaits delivered, by ticket, until
+    /// the await takes it (usually one at most).
+    inbox: RefCell<SmallVec<[(u64, Slot); 1]>>,
+    /// The ticket of its next suspended await.
+    next_ticket: Cell<u64>,
+    /// Tickets whose awaits were dropped before their delivery, while
+    /// their links still exist.
+    forgotten: RefCell<SmallVec<[u64; 1]>>,
+}
+
+impl Coroutine {
+    /// Records what the link of await `ticket` delivered.
+    fn deliver(&self, ticket: u64, input: Slot) {
+        let mut forgotten = self.forgotten.borrow_mut();
+        if let Some(i) = forgotten.iter().position(|&t| t == ticket) {
+            forgotten.swap_remove(i);
+            drop(forgotten);
+            drop(input);
+            return;
+        }
+        drop(forgotten);
+        self.inbox.borrow_mut().push((ticket, input));
+    }
+
+    /// Takes what await `ticket` was delivered, if it was.
+    fn take_delivery(&self, ticket: u64) -> Option<Slot> {
+        let mut inbox = self.inbox.borrow_mut();
+        let i = inbox.iter().position(|(t, _)| *t == ticket)?;
+        Some(inbox.swap_remove(i).1)
+    }
+
+    /// Await `ticket` was dropped: discard its delivery, now or when it
+    /// comes.
+    fn forget_ticket(&self, ticket: u64) {
+        let taken = self.take_delivery(ticket);
+        if taken.is_none() {
+            self.forgotten.borrow_mut().push(ticket);
+        }
+        drop(taken);
+    }
 }
 
 thread_local! {
@@ -346,6 +386,9 @@ where
         resume_pending: Cell::new(false),
         id,
         key,
+        inbox: RefCell::new(SmallVec::new()),
+        next_ticket: Cell::new(0),
+        forgotten: RefCell::new(SmallVec::new()),
     });
     // Twisted's canceller holds the cancellation status; this one is the
     // coroutine (held until the Deferred fires and drops its canceller).
@@ -573,11 +616,23 @@ pub fn run_wakeups() -> usize {
     n
 }
 
-/// What a pending `.await` on a Deferred registered: the link's delivery.
+/// What a pending `.await` on a Deferred registered: the link's delivery,
+/// for an await outside any coroutine (another executor's task).
 #[derive(Default)]
 struct Mailbox {
     input: RefCell<Option<Slot>>,
     waker: RefCell<Option<Waker>>,
+}
+
+/// Where a suspended `.await` finds what its link delivered.
+enum Suspension {
+    /// Inside a coroutine: the coroutine's inbox, under this ticket (no
+    /// allocation; the link resumes the coroutine). Weak: the future lives
+    /// inside the coroutine.
+    Coroutine(Weak<Coroutine>, u64),
+    /// In another executor: a mailbox shared with the link, which wakes the
+    /// task.
+    Foreign(Rc<Mailbox>),
 }
 
 /// The future of `deferred.await` (Twisted's `Deferred.__await__`).
@@ -594,7 +649,7 @@ struct Mailbox {
 /// Deferreds are not `Send`.
 pub struct DeferredFuture<T> {
     deferred: Deferred<T>,
-    mailbox: Option<Rc<Mailbox>>,
+    suspended: Option<Suspension>,
     /// The `.await` (`into_future`'s caller).
     location: &'static Location<'static>,
     /// The observer was told about this await.
@@ -605,7 +660,7 @@ impl<T: 'static> std::fmt::Debug for DeferredFuture<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeferredFuture")
             .field("deferred", &format_args!("{:#x}", self.deferred.id()))
-            .field("suspended", &self.mailbox.is_some())
+            .field("suspended", &self.suspended.is_some())
             .finish()
     }
 }
@@ -624,7 +679,7 @@ impl<T: Clone + 'static> IntoFuture for Deferred<T> {
     fn into_future(self) -> DeferredFuture<T> {
         DeferredFuture {
             deferred: self,
-            mailbox: None,
+            suspended: None,
             location: Location::caller(),
             announced: false,
         }
@@ -662,18 +717,23 @@ impl<T: Clone + 'static> DeferredFuture<T> {
     fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, Failure>> {
         let this = self;
         let inner = this.deferred.inner().clone();
-        if let Some(mailbox) = this.mailbox.clone() {
-            let delivered = mailbox.input.borrow_mut().take();
+        if let Some(suspension) = &this.suspended {
+            let delivered = match suspension {
+                Suspension::Coroutine(co, ticket) => {
+                    co.upgrade().and_then(|co| co.take_delivery(*ticket))
+                }
+                Suspension::Foreign(mailbox) => mailbox.input.borrow_mut().take(),
+            };
             match delivered {
                 // Resumed with a failure: thrown in at the await.
                 Some(Slot::Failure(f)) => {
-                    this.mailbox = None;
+                    this.suspended = None;
                     return Poll::Ready(Err(f));
                 }
                 // Resumed with a value: Twisted looks at the Deferred again
                 // and suspends once more if it is paused meanwhile.
                 Some(value) => {
-                    this.mailbox = None;
+                    this.suspended = None;
                     if inner.called() && inner.paused() == 0 {
                         return Poll::Ready(value_as::<T>(value));
                     }
@@ -681,41 +741,82 @@ impl<T: Clone + 'static> DeferredFuture<T> {
                 None => {
                     // Still waiting.
                     note_awaiting(&inner);
-                    *mailbox.waker.borrow_mut() = Some(cx.waker().clone());
+                    if let Suspension::Foreign(mailbox) = suspension {
+                        *mailbox.waker.borrow_mut() = Some(cx.waker().clone());
+                    }
                     return Poll::Pending;
                 }
             }
         } else if inner.awaitable_now() {
             return Poll::Ready(take_now(&this.deferred));
         }
-        // Suspend: a both-link hands the result over and resumes us.
-        let mailbox = Rc::new(Mailbox::default());
-        // The link holds the coroutine, as Twisted's holds the generator: a
+        // Suspend: a both-link hands the result over and resumes us. The
+        // link holds the coroutine, as Twisted's holds the generator: a
         // suspended coroutine lives as long as what it awaits.
         let driver = CURRENT.with(|c| c.borrow().clone());
-        if driver.is_none() {
-            *mailbox.waker.borrow_mut() = Some(cx.waker().clone());
-        }
-        let mb = mailbox.clone();
-        chain::add_call(&inner, move |input: Slot| {
-            *mb.input.borrow_mut() = Some(input);
-            match &driver {
-                Some(co) => {
-                    if let Err(f) = resume(co) {
-                        return Slot::Failure(f);
+        let suspension = match driver {
+            Some(co) => {
+                let ticket = co.next_ticket.get();
+                co.next_ticket.set(ticket + 1);
+                let link = TicketLink {
+                    co: co.clone(),
+                    ticket,
+                };
+                chain::add_call(&inner, move |input: Slot| {
+                    link.co.deliver(link.ticket, input);
+                    match resume(&link.co) {
+                        Ok(()) => Slot::none(),
+                        Err(f) => Slot::Failure(f),
                     }
-                }
-                None => {
+                });
+                Suspension::Coroutine(Rc::downgrade(&co), ticket)
+            }
+            None => {
+                let mailbox = Rc::new(Mailbox::default());
+                *mailbox.waker.borrow_mut() = Some(cx.waker().clone());
+                let mb = mailbox.clone();
+                chain::add_call(&inner, move |input: Slot| {
+                    *mb.input.borrow_mut() = Some(input);
                     if let Some(w) = mb.waker.borrow_mut().take() {
                         w.wake();
                     }
-                }
+                    Slot::none()
+                });
+                Suspension::Foreign(mailbox)
             }
-            Slot::none()
-        });
+        };
         note_awaiting(&inner);
-        this.mailbox = Some(mailbox);
+        this.suspended = Some(suspension);
         Poll::Pending
+    }
+}
+
+/// What the link of a suspended await in a coroutine holds.
+struct TicketLink {
+    co: Rc<Coroutine>,
+    ticket: u64,
+}
+
+impl Drop for TicketLink {
+    fn drop(&mut self) {
+        // Run or dropped unrun (its Deferred freed), the link will deliver
+        // nothing more: a dropped await needs no reminder any longer.
+        let mut forgotten = self.co.forgotten.borrow_mut();
+        if let Some(i) = forgotten.iter().position(|&t| t == self.ticket) {
+            forgotten.swap_remove(i);
+        }
+    }
+}
+
+impl<T> Drop for DeferredFuture<T> {
+    fn drop(&mut self) {
+        // An await given up before its delivery (its future dropped, by a
+        // `select` or with its coroutine) leaves nothing in the inbox.
+        if let Some(Suspension::Coroutine(co, ticket)) = &self.suspended
+            && let Some(co) = co.upgrade()
+        {
+            co.forget_ticket(*ticket);
+        }
     }
 }
 
@@ -780,5 +881,90 @@ impl<T: 'static> Deferred<T> {
     #[track_caller]
     pub fn into_any_future(self) -> DeferredFuture<AnyValue> {
         self.as_any().into_future()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::IntoFuture;
+
+    /// The coroutine being polled, seen from inside it.
+    fn this_coroutine() -> Weak<Coroutine> {
+        CURRENT.with(|c| Rc::downgrade(c.borrow().as_ref().expect("inside a coroutine")))
+    }
+
+    /// The first of two awaits to finish; the other is dropped.
+    async fn first_of(a: Deferred<i32>, b: Deferred<i32>) -> Result<i32, Failure> {
+        let mut a = Some(a.into_future());
+        let mut b = Some(b.into_future());
+        std::future::poll_fn(move |cx| {
+            let mut won = None;
+            for side in [&mut a, &mut b] {
+                if let Some(f) = side.as_mut()
+                    && let Poll::Ready(r) = Pin::new(f).poll(cx)
+                {
+                    won = Some(r);
+                    break;
+                }
+            }
+            match won {
+                Some(r) => {
+                    // The loser's await is dropped here, still suspended.
+                    a = None;
+                    b = None;
+                    Poll::Ready(r)
+                }
+                None => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    fn inbox_and_forgotten(co: &Weak<Coroutine>) -> (usize, usize) {
+        let co = co.upgrade().expect("alive");
+        (co.inbox.borrow().len(), co.forgotten.borrow().len())
+    }
+
+    #[test]
+    fn awaits_dropped_before_delivery_leave_nothing_behind() {
+        let (a, b, c, e, g) = (
+            Deferred::<i32>::new(),
+            Deferred::<i32>::new(),
+            Deferred::<i32>::new(),
+            Deferred::<i32>::new(),
+            Deferred::<i32>::new(),
+        );
+        let seen: Rc<RefCell<Option<Weak<Coroutine>>>> = Rc::default();
+        let (a2, b2, c2, e2, g2) = (a.clone(), b.clone(), c.clone(), e.clone(), g.clone());
+        let seen2 = seen.clone();
+        let d = ensure_deferred(async move {
+            *seen2.borrow_mut() = Some(this_coroutine());
+            let first = first_of(a2, b2).await?;
+            let second = first_of(c2, e2).await?;
+            let third = g2.await?;
+            Ok::<_, Failure>(first * 100 + second * 10 + third)
+        });
+        let co = seen.borrow().clone().expect("the coroutine ran");
+        assert_eq!(inbox_and_forgotten(&co), (0, 0));
+
+        // `a` wins: `b`'s await is dropped while its link waits on `b`.
+        a.callback(1).unwrap();
+        assert_eq!(inbox_and_forgotten(&co), (0, 1));
+        // `b` fires later: its delivery is discarded, the reminder goes.
+        b.callback(2).unwrap();
+        assert_eq!(inbox_and_forgotten(&co), (0, 0));
+        assert!(!d.called());
+
+        // `c` wins; `e` is freed unfired, which drops its link unrun.
+        c.callback(3).unwrap();
+        assert_eq!(inbox_and_forgotten(&co), (0, 1));
+        drop(e);
+        assert_eq!(inbox_and_forgotten(&co), (0, 0));
+        assert!(!d.called());
+
+        g.callback(4).unwrap();
+        assert_eq!(d.result().value(), Some(134));
+        assert!(co.upgrade().is_none(), "the finished coroutine is freed");
     }
 }
