@@ -10,7 +10,10 @@
 //! * [`GatherFloor`]: inputs that each know where to deliver their value:
 //!   the floor of `gather_results`/`DeferredList`.
 //! * [`TimerHeap`]: a binary heap of (due time, sequence) with a slab of
-//!   boxed calls and lazy cancellation: the floor of a timer queue.
+//!   boxed calls and lazy cancellation: the floor of a timer queue. It reads
+//!   the clock where `callLater` and the reactor must (a call is due `delay`
+//!   seconds from now; due calls are those at or before now) and runs calls
+//!   due at the same time in scheduling order, as the reactor does.
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
@@ -19,6 +22,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 /// What a [`Mini`] callback hands on: a value, or a `Mini` to wait for.
 #[derive(Debug)]
@@ -200,10 +204,13 @@ impl GatherInput {
 
 /// The floor of a timer queue: see the module docs.
 pub struct TimerHeap {
-    heap: BinaryHeap<Reverse<(u64, u32)>>,
+    /// (due time's bits, sequence, slot).
+    heap: BinaryHeap<Reverse<(u64, u64, u32)>>,
     calls: Vec<Option<Box<dyn FnOnce()>>>,
     free: Vec<u32>,
     cancelled: usize,
+    sequence: u64,
+    start: Instant,
 }
 
 impl std::fmt::Debug for TimerHeap {
@@ -233,11 +240,20 @@ impl TimerHeap {
             calls: Vec::new(),
             free: Vec::new(),
             cancelled: 0,
+            sequence: 0,
+            start: Instant::now(),
         }
     }
 
-    /// Schedules `f` at `time` (non-negative seconds).
-    pub fn schedule(&mut self, time: f64, f: impl FnOnce() + 'static) -> TimerId {
+    /// Seconds since this queue was made.
+    #[inline]
+    pub fn now(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    /// Schedules `f` `delay` (non-negative) seconds from now.
+    pub fn schedule(&mut self, delay: f64, f: impl FnOnce() + 'static) -> TimerId {
+        let time = self.now() + delay;
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.calls[slot as usize] = Some(Box::new(f));
@@ -248,7 +264,9 @@ impl TimerHeap {
                 (self.calls.len() - 1) as u32
             }
         };
-        self.heap.push(Reverse((time.to_bits(), slot)));
+        self.heap
+            .push(Reverse((time.to_bits(), self.sequence, slot)));
+        self.sequence += 1;
         TimerId(slot)
     }
 
@@ -260,9 +278,9 @@ impl TimerHeap {
             if self.cancelled > 50 && self.cancelled > self.heap.len() / 2 {
                 let calls = &self.calls;
                 self.heap
-                    .retain(|Reverse((_, slot))| calls[*slot as usize].is_some());
+                    .retain(|Reverse((_, _, slot))| calls[*slot as usize].is_some());
                 let mut referenced = vec![false; self.calls.len()];
-                for Reverse((_, slot)) in self.heap.iter() {
+                for Reverse((_, _, slot)) in self.heap.iter() {
                     referenced[*slot as usize] = true;
                 }
                 self.free.clear();
@@ -273,10 +291,11 @@ impl TimerHeap {
         }
     }
 
-    /// Runs every call due at `now`.
-    pub fn run_due(&mut self, now: f64) -> usize {
+    /// Runs every call due now.
+    pub fn run_due(&mut self) -> usize {
+        let now = self.now();
         let mut ran = 0;
-        while let Some(&Reverse((t, slot))) = self.heap.peek() {
+        while let Some(&Reverse((t, _, slot))) = self.heap.peek() {
             if f64::from_bits(t) > now {
                 break;
             }

@@ -59,7 +59,7 @@ pub(super) fn rows() -> Vec<Row> {
                     },
                     n,
                 )
-                .notes("ours: the real reactor (`Reactor::call_later`; fire = `iterate(0)` running 1,000 due calls); no futures/tokio equivalent measured (tokio's timers need its runtime); floor: `BinaryHeap` of (time, slot) with boxed calls in a slab, lazy cancellation")
+                .notes("ours: the real reactor (`Reactor::call_later`; fire = `iterate(0)` running 1,000 due calls); no futures/tokio equivalent measured (tokio's timers need its runtime); floor: `BinaryHeap` of (time, sequence, slot) with boxed calls in a slab, lazy cancellation, reading the clock to schedule and to run due calls as the reactor must")
                 .case("reactor", Role::Ours, move |iters| {
                     with_bed(&r, n, |bed| bed.op(op, iters))
                 })
@@ -137,8 +137,7 @@ impl Queue for RefCell<TimerHeap> {
         self.borrow_mut().cancel(*handle);
     }
     fn run_due(&self) {
-        // the floor's clock stands still at 0: calls "due now" are at 0
-        self.borrow_mut().run_due(0.0);
+        self.borrow_mut().run_due();
     }
 }
 
