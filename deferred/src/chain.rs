@@ -323,8 +323,11 @@ impl Inner {
     fn build(canceller: Option<Rc<CancelFn>>, result: Slot) -> Rc<Inner> {
         let called = !matches!(result, Slot::Empty);
         // Allocated first and written in place: `Rc::new(Inner { .. })`
-        // builds the 344 bytes on the stack and copies them.
-        let mut uninit = Rc::<Inner>::new_uninit();
+        // builds the 344 bytes on the stack and copies them. (`Rc::new` of
+        // an uninitialised value, not `Rc::new_uninit`, whose layout is
+        // computed at run time.)
+        let mut uninit: Rc<std::mem::MaybeUninit<Inner>> =
+            Rc::new(std::mem::MaybeUninit::uninit());
         let Some(place) = Rc::get_mut(&mut uninit) else {
             unreachable!("a fresh Rc is unique")
         };
