@@ -32,7 +32,7 @@ const BOUNDS: &[(&str, f64)] = &[
     ("one_hop", 2.0),
     ("gather_input", 0.0),
     ("deferred_list_input", 0.0),
-    ("ensure_deferred", 4.0),
+    ("ensure_deferred", 3.0),
     ("await_fired", 1.0),
     ("await_unfired", 1.0),
     ("observer", 2.01),

@@ -30,6 +30,7 @@ use std::future::{Future, IntoFuture};
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::ThreadId;
@@ -273,16 +274,20 @@ pub fn set_remote_wake_notifier(notifier: Option<WakeNotifier>) {
 /// A thread's coroutines, for wakers to find them: a slab of weak
 /// references with a free list (a key is reused after its coroutine is
 /// gone; a waker also carries the coroutine's id, so a stale waker finds
-/// nothing).
+/// nothing). Each key keeps its waker for the next coroutine to take it,
+/// once nothing else holds that waker any more: a coroutine then costs no
+/// waker allocation.
 struct Registry {
     slots: Vec<RegistrySlot>,
     free: Vec<u32>,
+    /// This thread, once known.
+    thread: Option<ThreadId>,
 }
 
-enum RegistrySlot {
-    Vacant,
-    Reserved,
-    Taken(Weak<Coroutine>),
+struct RegistrySlot {
+    coroutine: Option<Weak<Coroutine>>,
+    /// The waker last handed out under this key.
+    waker: Option<Arc<CoroutineWaker>>,
 }
 
 impl Registry {
@@ -290,40 +295,66 @@ impl Registry {
         Registry {
             slots: Vec::new(),
             free: Vec::new(),
+            thread: None,
         }
     }
 
-    /// A key for a coroutine about to be made.
-    fn reserve(&mut self) -> u32 {
-        if let Some(key) = self.free.pop() {
-            self.slots[key as usize] = RegistrySlot::Reserved;
-            return key;
-        }
-        self.slots.push(RegistrySlot::Reserved);
-        (self.slots.len() - 1) as u32
+    /// A key and a waker for coroutine `id`, about to be made.
+    fn reserve(&mut self, id: u64) -> (u32, Waker) {
+        let key = match self.free.pop() {
+            Some(key) => key,
+            None => {
+                self.slots.push(RegistrySlot {
+                    coroutine: None,
+                    waker: None,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let thread = *self
+            .thread
+            .get_or_insert_with(|| std::thread::current().id());
+        let slot = &mut self.slots[key as usize];
+        let waker = match &slot.waker {
+            // Held by this table alone: no stale copy can wake the new
+            // coroutine, so the allocation is reused.
+            Some(w) if Arc::strong_count(w) == 1 => {
+                // Relaxed: no other thread holds this waker; whoever gets a
+                // copy later gets it through something that synchronises.
+                w.id.store(id, Ordering::Relaxed);
+                w.clone()
+            }
+            _ => {
+                let w = Arc::new(CoroutineWaker {
+                    thread,
+                    key,
+                    id: AtomicU64::new(id),
+                });
+                slot.waker = Some(w.clone());
+                w
+            }
+        };
+        (key, Waker::from(waker))
     }
 
     fn fill(&mut self, key: u32, co: Weak<Coroutine>) {
         if let Some(slot) = self.slots.get_mut(key as usize) {
-            *slot = RegistrySlot::Taken(co);
+            slot.coroutine = Some(co);
         }
     }
 
     fn remove(&mut self, key: u32) {
         if let Some(slot) = self.slots.get_mut(key as usize)
-            && !matches!(slot, RegistrySlot::Vacant)
+            && slot.coroutine.take().is_some()
         {
-            *slot = RegistrySlot::Vacant;
             self.free.push(key);
         }
     }
 
     /// The live coroutine `id` under `key`, if it still is.
     fn get(&self, key: u32, id: u64) -> Option<Rc<Coroutine>> {
-        match self.slots.get(key as usize)? {
-            RegistrySlot::Taken(w) => w.upgrade().filter(|co| co.id == id),
-            _ => None,
-        }
+        let co = self.slots.get(key as usize)?.coroutine.as_ref()?;
+        co.upgrade().filter(|co| co.id == id)
     }
 }
 
@@ -370,18 +401,14 @@ where
         n.set(id + 1);
         id
     });
-    let key = REGISTRY.with(|r| r.borrow_mut().reserve());
+    let (key, waker) = REGISTRY.with(|r| r.borrow_mut().reserve(id));
     let deferred = Inner::new(None);
     let co = Rc::new(Coroutine {
         future: RefCell::new(Some(boxed)),
         deferred: RefCell::new(deferred.clone()),
         waiting_on: RefCell::new(Awaited::new()),
         awaiting_now: RefCell::new(Awaited::new()),
-        waker: Waker::from(Arc::new(CoroutineWaker {
-            thread: std::thread::current().id(),
-            key,
-            id,
-        })),
+        waker,
         stepping: Cell::new(false),
         resume_pending: Cell::new(false),
         id,
@@ -558,7 +585,9 @@ fn finish(co: &Rc<Coroutine>, outcome: Slot) -> Result<(), Failure> {
 struct CoroutineWaker {
     thread: ThreadId,
     key: u32,
-    id: u64,
+    /// The coroutine's id (rewritten when the waker is reused for the next
+    /// coroutine under the same key).
+    id: AtomicU64,
 }
 
 impl Wake for CoroutineWaker {
@@ -567,12 +596,13 @@ impl Wake for CoroutineWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
+        let id = self.id.load(Ordering::Relaxed);
         if std::thread::current().id() == self.thread {
-            wake_here(self.key, self.id);
+            wake_here(self.key, id);
             return;
         }
         if let Ok(mut queue) = REMOTE_WAKES.lock() {
-            queue.push((self.thread, self.key, self.id));
+            queue.push((self.thread, self.key, id));
         }
         let notifier = NOTIFIERS.lock().ok().and_then(|all| {
             all.iter()
@@ -966,5 +996,51 @@ mod tests {
         g.callback(4).unwrap();
         assert_eq!(d.result().value(), Some(134));
         assert!(co.upgrade().is_none(), "the finished coroutine is freed");
+    }
+}
+
+#[cfg(test)]
+mod waker_reuse {
+    use super::*;
+
+    /// The waker allocation under the key of the coroutine made last.
+    fn last_waker() -> (u32, *const CoroutineWaker) {
+        REGISTRY.with(|r| {
+            let r = r.borrow();
+            let key = r.slots.len() as u32 - 1;
+            let w = r.slots[key as usize].waker.as_ref().expect("a waker");
+            (key, Arc::as_ptr(w))
+        })
+    }
+
+    #[test]
+    fn a_finished_coroutines_waker_is_reused_only_when_nothing_else_holds_it() {
+        // A coroutine that finishes at once leaves its key and its waker.
+        let a = ensure_deferred(async { Ok::<_, Failure>(1) });
+        assert_eq!(a.result().value(), Some(1));
+        let (key_a, waker_a) = last_waker();
+        let b = ensure_deferred(async { Ok::<_, Failure>(2) });
+        assert_eq!(b.result().value(), Some(2));
+        let (key_b, waker_b) = last_waker();
+        assert_eq!((key_b, waker_b), (key_a, waker_a), "the waker was reused");
+
+        // One whose waker a foreign future kept: the next gets a new one.
+        let kept: Rc<RefCell<Option<Waker>>> = Rc::default();
+        let k = kept.clone();
+        let c = ensure_deferred(std::future::poll_fn(move |cx| {
+            *k.borrow_mut() = Some(cx.waker().clone());
+            Poll::Ready(Ok::<_, Failure>(3))
+        }));
+        assert_eq!(c.result().value(), Some(3));
+        let (key_c, waker_c) = last_waker();
+        assert_eq!((key_c, waker_c), (key_a, waker_a));
+        let d = ensure_deferred(async { Ok::<_, Failure>(4) });
+        assert_eq!(d.result().value(), Some(4));
+        let (key_d, waker_d) = last_waker();
+        assert_eq!(key_d, key_a, "the key is reused");
+        assert_ne!(waker_d, waker_a, "a waker still held elsewhere is not");
+        // The kept waker still names the finished coroutine: waking it
+        // resumes nothing.
+        kept.borrow().as_ref().expect("kept").wake_by_ref();
     }
 }
