@@ -326,8 +326,7 @@ impl Inner {
         // builds the 344 bytes on the stack and copies them. (`Rc::new` of
         // an uninitialised value, not `Rc::new_uninit`, whose layout is
         // computed at run time.)
-        let mut uninit: Rc<std::mem::MaybeUninit<Inner>> =
-            Rc::new(std::mem::MaybeUninit::uninit());
+        let mut uninit: Rc<std::mem::MaybeUninit<Inner>> = Rc::new(std::mem::MaybeUninit::uninit());
         let Some(place) = Rc::get_mut(&mut uninit) else {
             unreachable!("a fresh Rc is unique")
         };
